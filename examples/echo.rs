@@ -1,0 +1,80 @@
+//! Plain WebSocket echo server: the engine's conformance target.
+//!
+//! ```text
+//! cargo run --example echo                      # ws://127.0.0.1:9001, permessage-deflate on
+//! cargo run --example echo -- --no-compression  # never negotiate permessage-deflate
+//! cargo run --example echo -- --port 9002
+//! ```
+//!
+//! Every text and binary message is sent back unchanged (compressed when the client
+//! negotiated permessage-deflate). There is no envelope and no hub: this exercises only
+//! the engine in `wshub::ws`, and the interop tests point other implementations at it.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use wshub::ws::handshake::{HandshakeConfig, accept_request};
+use wshub::ws::{Message, WsConfig};
+
+/// Accepts connections forever, echoing each in its own task.
+pub async fn serve(listener: TcpListener, compression: bool) {
+    let handshake = HandshakeConfig::default().with_deflate(compression);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let handshake = handshake.clone();
+        tokio::spawn(async move {
+            if let Err(e) = echo(stream, peer, &handshake).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn echo(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    handshake: &HandshakeConfig,
+) -> wshub::Result<()> {
+    let upgrade = accept_request(stream, Some(peer), handshake).await?;
+    let mut ws = upgrade.accept(WsConfig::default()).await?;
+    while let Some(msg) = ws.recv().await? {
+        let msg: Message = msg;
+        ws.send(msg).await?;
+    }
+    Ok(())
+}
+
+#[allow(dead_code)] // the interop tests include this file as a module and call `serve`
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let mut compression = true;
+    let mut port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(9001);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--no-compression" => compression = false,
+            "--port" => port = args.next().and_then(|p| p.parse().ok()).unwrap_or(port),
+            other => {
+                eprintln!("unknown argument {other}; usage: echo [--port N] [--no-compression]");
+                std::process::exit(2);
+            }
+        }
+    }
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    println!(
+        "echo server on ws://{} (permessage-deflate {})",
+        listener.local_addr()?,
+        if compression { "on" } else { "off" }
+    );
+    serve(listener, compression).await;
+    Ok(())
+}

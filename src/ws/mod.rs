@@ -1,0 +1,24 @@
+//! The WebSocket engine: RFC 6455 and permessage-deflate (RFC 7692) on tokio, built on
+//! tungstenite's frame types.
+//!
+//! Why not tungstenite's `WebSocket`: it rejects RSV1 frames (so it cannot speak
+//! permessage-deflate) and keeps a 128 KiB read buffer per connection. This engine keeps
+//! no read buffer while a connection is idle, negotiates stateless compression
+//! (`*_no_context_takeover`) so no connection owns a zlib context, and sends
+//! [`PreparedMessage`]s: frames encoded (and compressed) once, shared as [`Bytes`] by
+//! any number of connections.
+
+mod config;
+mod conn;
+pub(crate) mod deflate;
+mod frame;
+pub mod handshake;
+mod prepared;
+mod utf8;
+
+pub use bytes::Bytes;
+pub use config::WsConfig;
+pub use conn::{Message, Outbound, Role, SendError, WebSocket};
+pub use prepared::PreparedMessage;
+pub use tungstenite::protocol::frame::coding::CloseCode;
+pub use tungstenite::protocol::frame::{CloseFrame, Utf8Bytes};
