@@ -38,6 +38,9 @@ pub enum Error {
     /// The peer did not finish the closing handshake or answer in time.
     #[error("timed out")]
     Timeout,
+    /// A message could not be serialized to JSON (its `Serialize` impl failed).
+    #[error("cannot encode message: {0}")]
+    Encode(#[source] serde_json::Error),
 }
 
 impl Error {
@@ -163,11 +166,31 @@ impl HandshakeError {
             HandshakeError::MethodNotAllowed => Some(StatusCode::METHOD_NOT_ALLOWED),
             HandshakeError::UnsupportedVersion => Some(StatusCode::UPGRADE_REQUIRED),
             HandshakeError::OriginNotAllowed => Some(StatusCode::FORBIDDEN),
-            HandshakeError::RequestTooLarge => {
-                Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
-            }
+            HandshakeError::RequestTooLarge => Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
             HandshakeError::Rejected(s) => Some(*s),
             HandshakeError::Timeout | HandshakeError::Refused(_) | HandshakeError::Io(_) => None,
         }
+    }
+
+    /// Headers the HTTP response for this error must carry: `Sec-WebSocket-Version: 13`
+    /// (and `Upgrade: websocket`) with a 426, `Allow: GET` with a 405.
+    pub fn response_headers(&self) -> http::HeaderMap {
+        use http::header::{self, HeaderValue};
+        let mut headers = http::HeaderMap::new();
+        match self {
+            HandshakeError::UnsupportedVersion => {
+                headers.insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+                // RFC 9110 §15.5.22: a 426 names the protocol to upgrade to.
+                headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            }
+            HandshakeError::MethodNotAllowed => {
+                headers.insert(header::ALLOW, HeaderValue::from_static("GET"));
+            }
+            _ => {}
+        }
+        headers
     }
 }

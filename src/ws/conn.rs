@@ -15,8 +15,10 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
 use std::{cell::RefCell, fmt};
+use tokio::time::Instant;
 
 use atomic_waker::AtomicWaker;
 use bytes::{Buf, Bytes, BytesMut};
@@ -99,6 +101,8 @@ fn now_ms() -> u64 {
     clock_start().elapsed().as_millis() as u64
 }
 
+/// tokio's clock rather than std's, so that liveness logic can be tested with
+/// `tokio::time::pause()`.
 fn clock_start() -> Instant {
     static START: OnceLock<Instant> = OnceLock::new();
     *START.get_or_init(Instant::now)
@@ -810,7 +814,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             // Re-check after registering, so a push that raced the registration is not
             // missed.
             let q = self.shared.lock();
-            let more = !q.items.is_empty() || q.pong.is_some() || q.close.is_some() || (q.ping && !q.closing);
+            let more = !q.items.is_empty()
+                || q.pong.is_some()
+                || q.close.is_some()
+                || (q.ping && !q.closing);
             drop(q);
             if !more {
                 return Poll::Ready(Ok(()));
@@ -838,7 +845,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Reads once: into `rbuf` directly when a large frame is being received, else
     /// through the per-thread scratch buffer.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<IoEvent>> {
-        let want = self.cur.as_ref().map_or(0, |c| c.head.header_len + c.head.len as usize);
+        let want = self
+            .cur
+            .as_ref()
+            .map_or(0, |c| c.head.header_len + c.head.len as usize);
         if want > self.rbuf.len() + SCRATCH_LEN / 2 {
             // Grow geometrically with what actually arrived, never straight to the
             // announced size: a peer announcing a huge frame gets no huge buffer.
@@ -849,7 +859,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 cx,
                 &mut self.rbuf
             ))?;
-            return Poll::Ready(Ok(if n == 0 { IoEvent::Eof } else { IoEvent::Progress }));
+            return Poll::Ready(Ok(if n == 0 {
+                IoEvent::Eof
+            } else {
+                IoEvent::Progress
+            }));
         }
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
@@ -897,7 +911,9 @@ fn message(text: bool, data: Bytes, check_utf8: bool) -> Result<Message> {
     }
     // SAFETY: every byte of this message went through `Utf8Validator`, which accepted it
     // and ended on a code point boundary.
-    Ok(Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(data) }))
+    Ok(Message::Text(unsafe {
+        Utf8Bytes::from_bytes_unchecked(data)
+    }))
 }
 
 /// Parses a close frame payload (RFC 6455 §5.5.1).
@@ -944,7 +960,10 @@ mod tests {
     /// A server over one end of a pipe, and the raw other end.
     fn raw_server(cfg: WsConfig) -> (WebSocket<DuplexStream>, DuplexStream) {
         let (a, b) = duplex(1 << 20);
-        (WebSocket::from_parts(a, Role::Server, cfg, None, BytesMut::new()), b)
+        (
+            WebSocket::from_parts(a, Role::Server, cfg, None, BytesMut::new()),
+            b,
+        )
     }
 
     fn masked(opcode: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
@@ -959,7 +978,10 @@ mod tests {
         let mut buf = Vec::new();
         raw.read_to_end(&mut buf).await.unwrap();
         let head = frame::parse_head(&buf).unwrap().unwrap();
-        assert_eq!(head.header.opcode, CLOSE, "expected a close frame, got {buf:x?}");
+        assert_eq!(
+            head.header.opcode, CLOSE,
+            "expected a close frame, got {buf:x?}"
+        );
         u16::from_be_bytes([buf[head.header_len], buf[head.header_len + 1]])
     }
 
@@ -1005,9 +1027,14 @@ mod tests {
     #[tokio::test]
     async fn unmasked_client_frame_is_1002() {
         let (mut server, mut raw) = raw_server(WsConfig::default());
-        raw.write_all(&frame::encode(TEXT, false, b"hi", None)).await.unwrap();
+        raw.write_all(&frame::encode(TEXT, false, b"hi", None))
+            .await
+            .unwrap();
         let err = server.recv().await.unwrap_err();
-        assert!(matches!(err, Error::Protocol(ProtocolError::BadMasking)), "{err}");
+        assert!(
+            matches!(err, Error::Protocol(ProtocolError::BadMasking)),
+            "{err}"
+        );
         drop(server);
         assert_eq!(read_close_code(&mut raw).await, 1002);
     }
@@ -1015,11 +1042,18 @@ mod tests {
     #[tokio::test]
     async fn bad_utf8_fails_before_the_frame_ends() {
         let (mut server, mut raw) = raw_server(WsConfig::default());
-        let full = masked(TEXT, true, b"abc\xff and a lot more text that never arrives");
+        let full = masked(
+            TEXT,
+            true,
+            b"abc\xff and a lot more text that never arrives",
+        );
         // Send only the header and the first 4 payload bytes.
         raw.write_all(&full[..2 + 4 + 4]).await.unwrap();
         let err = server.recv().await.unwrap_err();
-        assert!(matches!(err, Error::Protocol(ProtocolError::InvalidUtf8)), "{err}");
+        assert!(
+            matches!(err, Error::Protocol(ProtocolError::InvalidUtf8)),
+            "{err}"
+        );
         drop(server);
         assert_eq!(read_close_code(&mut raw).await, 1007);
     }
@@ -1033,7 +1067,10 @@ mod tests {
         head.extend_from_slice(&[1, 2, 3, 4]);
         raw.write_all(&head).await.unwrap();
         let err = server.recv().await.unwrap_err();
-        assert!(matches!(err, Error::Capacity(CapacityError::FrameTooLarge { .. })), "{err}");
+        assert!(
+            matches!(err, Error::Capacity(CapacityError::FrameTooLarge { .. })),
+            "{err}"
+        );
         drop(server);
         assert_eq!(read_close_code(&mut raw).await, 1009);
     }

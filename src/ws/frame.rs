@@ -158,8 +158,14 @@ mod tests {
 
     #[test]
     fn reserved_opcode_is_an_error() {
-        assert_eq!(parse_head(&[0x83, 0x00]).unwrap_err(), ProtocolError::UnknownOpcode(3));
-        assert_eq!(parse_head(&[0x8B, 0x00]).unwrap_err(), ProtocolError::UnknownOpcode(11));
+        assert_eq!(
+            parse_head(&[0x83, 0x00]).unwrap_err(),
+            ProtocolError::UnknownOpcode(3)
+        );
+        assert_eq!(
+            parse_head(&[0x8B, 0x00]).unwrap_err(),
+            ProtocolError::UnknownOpcode(11)
+        );
     }
 
     #[test]
@@ -172,10 +178,14 @@ mod tests {
 
     #[test]
     fn close_codes() {
-        for ok in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999] {
+        for ok in [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999,
+        ] {
             assert!(close_code_is_valid(ok), "{ok}");
         }
-        for bad in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
+        for bad in [
+            0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
             assert!(!close_code_is_valid(bad), "{bad}");
         }
     }

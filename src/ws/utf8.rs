@@ -86,7 +86,9 @@ mod tests {
 
     #[test]
     fn invalid_text_in_any_split() {
-        assert!(!check_split(b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80edited"));
+        assert!(!check_split(
+            b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80edited"
+        ));
         assert!(!check_split(b"abc\xff"));
         assert!(!check_split(b"\xf4\x90\x80\x80"));
         assert!(!check_split(b"\xe2\x82")); // truncated at the end

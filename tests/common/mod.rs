@@ -16,6 +16,8 @@
 #![allow(dead_code)]
 
 pub mod echo;
+pub mod hub;
+pub mod raw;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,511 @@
+//! The [`Hub`]: namespaces, rooms, connections, limits and shutdown.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{Action, AllowAnonymous, Authenticator, DynAuthenticator, Identity};
+use crate::reaper::Reaper;
+use crate::room::{ErasedNamespace, Namespace, Room, RoomMessage, RoomState};
+use crate::ws::{CloseCode, Outbound};
+
+/// Limits and timings of a hub. Every limit has a default; none is unbounded.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HubConfig {
+    /// Most open connections; the next handshake gets HTTP 503. Default: 10,000
+    /// (a process here may hold 20,000 files, and TLS or proxies need some).
+    pub max_connections: usize,
+    /// Most open connections from one IP address; the next gets HTTP 429.
+    /// Default: 100 (generous for offices behind one NAT, stops one host taking all).
+    pub max_connections_per_ip: usize,
+    /// Most rooms one connection may be in; a join over it gets `too_many_rooms`.
+    /// Default: 100.
+    pub max_rooms_per_connection: usize,
+    /// Largest WebSocket message a client may send; over it the connection is closed
+    /// with 1009. Default: 1 MiB (a namespace's `max_payload` refuses big publishes
+    /// with a `too_large` reply well before this).
+    pub max_message_size: usize,
+    /// Bytes that may wait in one connection's outbound queue before it is closed with
+    /// 1013 "slow consumer". Default: 1 MiB.
+    pub max_queued_bytes: usize,
+    /// Sustained client messages per second per connection (token bucket refill).
+    /// Default: 50.
+    pub rate_per_second: f64,
+    /// Burst of client messages allowed above the sustained rate. Default: 100.
+    pub rate_burst: f64,
+    /// Rate-limited messages in a row after which the connection is closed with 1008
+    /// ("flooding"); a message that passes resets the count. Default: 100.
+    pub flood_limit: u32,
+    /// Largest presence meta, in bytes of JSON; over it a join gets `too_large`.
+    /// Default: 1 KiB.
+    pub max_presence_meta: usize,
+    /// How often the liveness sweep pings every connection. Default: 25 s (under the
+    /// 30-60 s idle timeouts of common proxies and load balancers).
+    pub ping_interval: Duration,
+    /// A connection that sent nothing (not even a pong) for this long is closed and
+    /// leaves its rooms. Default: 60 s.
+    pub pong_timeout: Duration,
+    /// Time a client has to complete the HTTP upgrade. Default: 10 s.
+    pub handshake_timeout: Duration,
+    /// How long [`Hub::shutdown`] lets connections drain their queues and finish the
+    /// closing handshake before giving up on them. Default: 10 s.
+    pub shutdown_timeout: Duration,
+    /// zlib level for permessage-deflate (negotiated when the client offers it).
+    /// Default: 1.
+    pub compression_level: u32,
+    /// Whether to negotiate permessage-deflate at all. Default: `true`.
+    pub compression: bool,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            max_connections: 10_000,
+            max_connections_per_ip: 100,
+            max_rooms_per_connection: 100,
+            max_message_size: 1 << 20,
+            max_queued_bytes: 1 << 20,
+            rate_per_second: 50.0,
+            rate_burst: 100.0,
+            flood_limit: 100,
+            max_presence_meta: 1024,
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
+            compression_level: 1,
+            compression: true,
+        }
+    }
+}
+
+/// Why [`Hub::room`] returned no room.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RoomError {
+    /// No namespace was declared for this room name (`NAMESPACE:room`).
+    #[error("no namespace for room {0:?}")]
+    NotFound(String),
+    /// The namespace carries another message type.
+    #[error("room {room:?} carries {expected}, not {requested}")]
+    WrongType {
+        /// The room asked for.
+        room: String,
+        /// The namespace's message type.
+        expected: &'static str,
+        /// The type asked for.
+        requested: &'static str,
+    },
+}
+
+/// Counters a hub keeps (a snapshot, from [`Hub::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HubStats {
+    /// Connections open now.
+    pub connections: usize,
+    /// Rooms that exist now.
+    pub rooms: usize,
+    /// Connections closed with 1013 because their queue filled up.
+    pub slow_consumers: u64,
+    /// Connections closed by the liveness sweep.
+    pub reaped: u64,
+    /// Connections closed because their token expired.
+    pub expired: u64,
+    /// Handshakes refused by a connection limit (503 or 429).
+    pub refused_by_limits: u64,
+}
+
+/// One connection as the hub sees it.
+pub(crate) struct ConnEntry {
+    pub(crate) id: u64,
+    pub(crate) identity: Arc<Identity>,
+    pub(crate) outbound: Outbound,
+    /// The rooms this connection joined. Locked briefly by its own task (join, leave,
+    /// publish checks) and by the hub when it disconnects the connection.
+    pub(crate) rooms: Mutex<HashMap<Arc<str>, Arc<RoomState>>>,
+}
+
+impl ConnEntry {
+    pub(crate) fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<RoomState>>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub(crate) struct HubInner {
+    pub(crate) config: HubConfig,
+    namespaces: HashMap<String, Arc<dyn ErasedNamespace>>,
+    rooms: DashMap<Arc<str>, Arc<RoomState>>,
+    pub(crate) conns: DashMap<u64, Arc<ConnEntry>>,
+    per_ip: DashMap<IpAddr, usize>,
+    open: AtomicUsize,
+    next_conn_id: AtomicU64,
+    pub(crate) auth: Arc<dyn DynAuthenticator>,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) shutdown_tx: watch::Sender<bool>,
+    pub(crate) reaper: Reaper,
+    slow_consumers: AtomicU64,
+    pub(crate) reaped: AtomicU64,
+    pub(crate) expired: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// The pub/sub hub: a cheap-to-clone handle (an `Arc`) shared by every connection task
+/// and by the application.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use wshub::{Hub, Namespace};
+///
+/// #[derive(Clone, Serialize, Deserialize)]
+/// struct ChatMessage { text: String }
+///
+/// # #[tokio::main] async fn main() {
+/// let hub = Hub::builder()
+///     .namespace(Namespace::<ChatMessage>::new("chat"))
+///     .build();
+/// let lobby = hub.room::<ChatMessage>("chat:lobby").unwrap();
+/// lobby.publish(ChatMessage { text: "hello".into() }).unwrap();
+/// assert!(hub.room::<String>("chat:lobby").is_err()); // wrong type: an error, not a panic
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Hub(pub(crate) Arc<HubInner>);
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("namespaces", &self.0.namespaces.keys().collect::<Vec<_>>())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Builds a [`Hub`].
+pub struct HubBuilder {
+    config: HubConfig,
+    namespaces: HashMap<String, Arc<dyn ErasedNamespace>>,
+    auth: Arc<dyn DynAuthenticator>,
+}
+
+impl fmt::Debug for HubBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubBuilder")
+            .field("config", &self.config)
+            .field("namespaces", &self.namespaces.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HubBuilder {
+    /// Declares a namespace. Panics if the name is empty, contains `:`, or is declared
+    /// twice (a programming error, caught at start-up).
+    pub fn namespace<M: RoomMessage>(mut self, ns: Namespace<M>) -> Self {
+        let name = ns.name().to_owned();
+        assert!(
+            !name.is_empty() && !name.contains(':'),
+            "namespace name {name:?} must be non-empty and contain no ':'"
+        );
+        let prev = self.namespaces.insert(name.clone(), ns.erase());
+        assert!(prev.is_none(), "namespace {name:?} declared twice");
+        self
+    }
+
+    /// The authenticator (default: [`AllowAnonymous`], every client a guest).
+    pub fn authenticator(mut self, auth: impl Authenticator) -> Self {
+        self.auth = Arc::new(auth);
+        self
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: HubConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Changes the configuration in place: `.configure(|c| c.max_connections = 500)`.
+    pub fn configure(mut self, f: impl FnOnce(&mut HubConfig)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// Builds the hub and starts its liveness sweep (needs a tokio runtime).
+    pub fn build(self) -> Hub {
+        let (shutdown_tx, _) = watch::channel(false);
+        let hub = Hub(Arc::new(HubInner {
+            reaper: Reaper::new(),
+            config: self.config,
+            namespaces: self.namespaces,
+            rooms: DashMap::new(),
+            conns: DashMap::new(),
+            per_ip: DashMap::new(),
+            open: AtomicUsize::new(0),
+            next_conn_id: AtomicU64::new(1),
+            auth: self.auth,
+            tracker: TaskTracker::new(),
+            shutdown_tx,
+            slow_consumers: AtomicU64::new(0),
+            reaped: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        }));
+        crate::reaper::spawn(&hub);
+        hub
+    }
+}
+
+/// A reserved connection slot; gives it back when dropped.
+pub(crate) struct Slot {
+    hub: Hub,
+    ip: Option<IpAddr>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.hub.0.open.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = self.ip {
+            self.hub.0.per_ip.remove_if_mut(&ip, |_, n| {
+                *n -= 1;
+                *n == 0
+            });
+        }
+    }
+}
+
+/// Why a slot could not be reserved.
+pub(crate) enum SlotError {
+    /// `max_connections` reached (HTTP 503).
+    Full,
+    /// `max_connections_per_ip` reached (HTTP 429).
+    PerIp,
+}
+
+impl Hub {
+    /// Starts building a hub.
+    pub fn builder() -> HubBuilder {
+        HubBuilder {
+            config: HubConfig::default(),
+            namespaces: HashMap::new(),
+            auth: Arc::new(AllowAnonymous::new()),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HubConfig {
+        &self.0.config
+    }
+
+    /// A typed handle on room `name` (`NAMESPACE:room`), created if needed.
+    pub fn room<M: RoomMessage>(&self, name: &str) -> Result<Room<M>, RoomError> {
+        let ns = self
+            .namespace_of(name)
+            .ok_or_else(|| RoomError::NotFound(name.to_owned()))?;
+        if ns.type_id() != TypeId::of::<M>() {
+            return Err(RoomError::WrongType {
+                room: name.to_owned(),
+                expected: ns.type_name(),
+                requested: std::any::type_name::<M>(),
+            });
+        }
+        Ok(Room::new(self.clone(), self.room_state(name, ns)))
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> HubStats {
+        HubStats {
+            connections: self.0.conns.len(),
+            rooms: self.0.rooms.len(),
+            slow_consumers: self.0.slow_consumers.load(Ordering::Relaxed),
+            reaped: self.0.reaped.load(Ordering::Relaxed),
+            expired: self.0.expired.load(Ordering::Relaxed),
+            refused_by_limits: self.0.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.0.shutdown_tx.borrow()
+    }
+
+    /// Graceful shutdown: stop accepting, close every connection with 1001 after its
+    /// queued messages, and wait (up to `shutdown_timeout`) for every connection to
+    /// finish. Returns `true` if all finished in time.
+    pub async fn shutdown(&self) -> bool {
+        self.0.shutdown_tx.send_replace(true);
+        for entry in self.0.conns.iter() {
+            entry
+                .outbound
+                .close(CloseCode::Away, "server shutting down");
+        }
+        self.0.tracker.close();
+        tokio::time::timeout(self.0.config.shutdown_timeout, self.0.tracker.wait())
+            .await
+            .is_ok()
+    }
+
+    /// A receiver that turns `true` when shutdown begins (for serve loops).
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.0.shutdown_tx.subscribe()
+    }
+
+    /// The namespace of a room name, if declared.
+    pub(crate) fn namespace_of(&self, room: &str) -> Option<Arc<dyn ErasedNamespace>> {
+        let (ns, rest) = room.split_once(':')?;
+        if rest.is_empty() {
+            return None;
+        }
+        self.0.namespaces.get(ns).cloned()
+    }
+
+    /// The state of room `name`, created if needed.
+    pub(crate) fn room_state(&self, name: &str, ns: Arc<dyn ErasedNamespace>) -> Arc<RoomState> {
+        if let Some(r) = self.0.rooms.get(name) {
+            return r.clone();
+        }
+        self.0
+            .rooms
+            .entry(Arc::from(name))
+            .or_insert_with(|| Arc::new(RoomState::new(name, ns)))
+            .clone()
+    }
+
+    /// Drops room `name` if nothing uses it: no member and no handle other than the map's.
+    /// Checked under the map's shard lock, and handles are only cloned out of the map
+    /// under that lock too, so a room in use is never dropped.
+    pub(crate) fn prune_room(&self, name: &str) {
+        self.0
+            .rooms
+            .remove_if(name, |_, r| Arc::strong_count(r) == 1 && r.is_idle());
+    }
+
+    /// Drops every unused room (called by the liveness sweep).
+    pub(crate) fn prune_rooms(&self) {
+        self.0
+            .rooms
+            .retain(|_, r| !(Arc::strong_count(r) == 1 && r.is_idle()));
+    }
+
+    /// Reserves a connection slot, or says which limit refuses it.
+    pub(crate) fn reserve_slot(&self, peer: Option<SocketAddr>) -> Result<Slot, SlotError> {
+        let max = self.0.config.max_connections;
+        if self
+            .0
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_err()
+        {
+            self.0.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(SlotError::Full);
+        }
+        // From here on the slot gives the count back if we refuse.
+        let mut slot = Slot {
+            hub: self.clone(),
+            ip: None,
+        };
+        if let Some(ip) = peer.map(|p| p.ip()) {
+            let mut n = self.0.per_ip.entry(ip).or_insert(0);
+            if *n >= self.0.config.max_connections_per_ip {
+                drop(n);
+                self.0.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(SlotError::PerIp);
+            }
+            *n += 1;
+            slot.ip = Some(ip);
+        }
+        Ok(slot)
+    }
+
+    /// Registers an accepted connection.
+    pub(crate) fn register(&self, identity: Arc<Identity>, outbound: Outbound) -> Arc<ConnEntry> {
+        let id = self.0.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let entry = Arc::new(ConnEntry {
+            id,
+            identity,
+            outbound,
+            rooms: Mutex::new(HashMap::new()),
+        });
+        self.0.conns.insert(id, entry.clone());
+        if let Some(exp) = entry.identity.expires_at {
+            self.0.reaper.watch_expiry(id, exp);
+        }
+        entry
+    }
+
+    /// Removes a connection from every room it joined (presence leaves follow) and
+    /// from the hub. Idempotent (only the call that removes the entry from the map does
+    /// anything): the connection task, the liveness sweep and the slow-consumer path
+    /// may all call it.
+    pub(crate) fn disconnect(&self, conn_id: u64) {
+        let Some((_, entry)) = self.0.conns.remove(&conn_id) else {
+            return;
+        };
+        self.0
+            .reaper
+            .forget_expiry(conn_id, entry.identity.expires_at);
+        self.leave_all(&entry);
+    }
+
+    /// Takes `entry` out of every room it is in.
+    pub(crate) fn leave_all(&self, entry: &ConnEntry) {
+        let rooms: Vec<_> = entry.rooms().drain().map(|(_, r)| r).collect();
+        for room in rooms {
+            self.leave_room(entry, &room);
+            let name = room.name.clone();
+            drop(room);
+            self.prune_room(&name);
+        }
+    }
+
+    /// Removes `entry` from `room`'s members and presence, broadcasting the diff.
+    pub(crate) fn leave_room(&self, entry: &ConnEntry, room: &RoomState) {
+        let mut presence = room.presence_lock();
+        room.members_mut().conns.remove(&entry.id);
+        if room.ns.options().presence
+            && let Some(diff) = presence.leave(&entry.identity.user_id, entry.id)
+        {
+            room.broadcast_diff(self, &diff);
+        }
+    }
+
+    /// Closes a slow consumer with 1013 and takes it out of its rooms.
+    pub(crate) fn close_slow_consumer(&self, conn_id: u64, out: &Outbound) {
+        if out.is_closed() {
+            return;
+        }
+        out.close_now(CloseCode::Again, "slow consumer");
+        self.0.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(conn_id, "closed slow consumer (1013)");
+        // The caller may hold a room's presence lock (a diff broadcast), and leaving
+        // rooms takes those locks: leave from a fresh task instead. Without a runtime
+        // (a publish from a plain thread) the connection's own task leaves when its
+        // closing handshake ends.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let hub = self.clone();
+            rt.spawn(async move { hub.disconnect(conn_id) });
+        }
+    }
+
+    /// Whether the authenticator lets `identity` do `action` in `room`.
+    pub(crate) fn authorize(&self, identity: &Identity, room: &str, action: Action) -> bool {
+        self.0.auth.authorize(identity, room, action)
+    }
+
+    /// Spawns a connection task tracked for graceful shutdown.
+    pub(crate) fn spawn_tracked<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.0.tracker.spawn(fut);
+    }
+}
