@@ -400,7 +400,6 @@ pub(crate) type AuthFuture<'a> =
 /// The object-safe form of [`Authenticator`], so the hub can store any authenticator as
 /// `Arc<dyn DynAuthenticator>` without being generic. The boxed future costs one
 /// allocation per connection, next to a handshake that is nothing.
-#[allow(dead_code, reason = "used by the hub, which is being written")]
 pub(crate) trait DynAuthenticator: Send + Sync + 'static {
     /// [`Authenticator::authenticate`], boxed.
     fn authenticate<'a>(&'a self, req: &'a AuthRequest) -> AuthFuture<'a>;

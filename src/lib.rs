@@ -3,6 +3,75 @@
 //! Real-time WebSocket pub/sub for Rust: typed rooms, presence, fan-out, liveness, and
 //! a pluggable authenticator, on the crate's own lean RFC 6455 + permessage-deflate
 //! engine ([`ws`]).
+//!
+//! ## A hub in twenty lines
+//!
+//! ```no_run
+//! use serde::{Deserialize, Serialize};
+//! use wshub::{Hub, Namespace};
+//!
+//! #[derive(Clone, Serialize, Deserialize)]
+//! struct ChatMessage { text: String }
+//!
+//! #[derive(Clone, Serialize, Deserialize)]
+//! struct Article { title: String }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let hub = Hub::builder()
+//!         .namespace(Namespace::<ChatMessage>::new("chat"))          // rooms chat:*
+//!         .namespace(Namespace::<Article>::new("news").server_only()) // rooms news:*
+//!         .build();
+//!     let news = hub.room::<Article>("news:latest").expect("declared above");
+//!     news.publish(Article { title: "wshub is up".into() }).expect("serializable");
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//!     hub.serve(listener).await
+//! }
+//! ```
+//!
+//! Clients speak the JSON protocol `wshub.v1` (see `PROTOCOL.md` in the repository):
+//! `join`, `leave`, `publish` and `presence` ops, each answered by a `reply`;
+//! `message` and `presence_diff` pushed by the server.
+//!
+//! ## Rooms are typed
+//!
+//! A namespace is declared with a serde type. A client publish is decoded into that
+//! type (a payload that does not fit gets an `invalid_data` reply and is never
+//! broadcast), passed through the namespace's optional hook
+//! ([`Namespace::on_publish`]), and encoded once for every member.
+//! [`Hub::room`] gives a typed [`Room`] handle to publish from the server, read
+//! presence, or [`subscribe`](Room::subscribe) to a room's messages as Rust values;
+//! asking for the wrong type is an error, not a panic.
+//!
+//! ## Authentication
+//!
+//! Implement [`Authenticator`]: it sees the upgrade request ([`AuthRequest`]: headers,
+//! query, cookies, peer address) and returns an [`Identity`] or an
+//! [`AuthRejection`] (HTTP 401 or 403, before any upgrade). `authorize` decides per
+//! room and action. Built in: [`AllowAnonymous`] (the default),
+//! [`auth::StaticTokens`], and `auth::JwtAuth` (feature `jwt`).
+//!
+//! ## Serving
+//!
+//! [`Hub::serve`] on a `TcpListener`, [`Hub::serve_tls`] for `wss://` (feature `tls`),
+//! [`Hub::serve_stream`] for any stream, or `Hub::axum_route` to mount the hub on a
+//! route of your own axum `Router` (feature `axum`). [`Hub::shutdown`] closes every
+//! connection with 1001 after its queued messages.
+//!
+//! ## Safe by default
+//!
+//! Every limit has a default ([`HubConfig`], [`NamespaceOptions`], [`ws::WsConfig`]):
+//! connections in all and per IP, rooms per connection, message and payload sizes, a
+//! byte-bounded outbound queue per connection (a slow consumer is closed with 1013, the
+//! publisher never waits), a per-connection rate limit, and a ping/pong liveness sweep.
+//!
+//! ## Features
+//!
+//! | feature | default | adds |
+//! | --- | --- | --- |
+//! | `axum` | yes | `Hub::axum_route` |
+//! | `tls` | yes | `Hub::serve_tls`, the `tls` module |
+//! | `jwt` | yes | `auth::JwtAuth` (HS256, RS256) |
 #![warn(
     missing_docs,
     missing_debug_implementations,

@@ -7,8 +7,9 @@
 //! come and go, not tabs open and close.
 //!
 //! [`RoomPresence`] is plain data, not thread-safe on its own: the hub keeps one per
-//! room behind a lock it holds only for a `join` or `leave` call, and encodes the
-//! returned diff after releasing it.
+//! room behind a lock held for one `join` or `leave` call and the broadcast of the diff
+//! it returns (so every member sees a room's diffs in the order they happened). Each
+//! call is a few map operations: no I/O, no `.await`.
 //!
 //! On the wire a presence set is `{USER: {"metas": [META, ..]}}` and a meta is
 //! `{"conn_id": "17", "meta": {..client meta..}}`. The client's meta is nested rather
@@ -136,17 +137,15 @@ impl PresenceDiff {
 
 /// The presence state of one room on this hub.
 ///
-/// Not thread-safe by design: the hub serializes access with a lock held only for one
-/// call, and every call is a few map operations with no I/O and no `.await`.
+/// Not thread-safe by design: the hub serializes access with its own short-held lock
+/// (see the module docs).
 #[derive(Debug, Default)]
-#[allow(dead_code, reason = "used by the hub, which is being written")]
 pub(crate) struct RoomPresence {
     presence: Presence,
     /// Total metas across users, kept so `len_conns` is O(1) for limits and metrics.
     conns: usize,
 }
 
-#[allow(dead_code, reason = "used by the hub, which is being written")]
 impl RoomPresence {
     /// Adds connection `conn_id` of `user` with `meta` (`null` is stored as `{}`).
     ///
@@ -209,25 +208,22 @@ impl RoomPresence {
         self.presence.clone()
     }
 
-    /// The room's presence, borrowed (to encode it while holding the lock, when a
-    /// clone would cost more than the encoding).
-    pub(crate) fn presence(&self) -> &Presence {
-        &self.presence
-    }
-
     /// The number of users present.
+    #[allow(
+        dead_code,
+        reason = "for limits and metrics, not wired into the hub yet"
+    )]
     pub(crate) fn len_users(&self) -> usize {
         self.presence.len()
     }
 
     /// The number of connections present, across all users.
+    #[allow(
+        dead_code,
+        reason = "for limits and metrics, not wired into the hub yet"
+    )]
     pub(crate) fn len_conns(&self) -> usize {
         self.conns
-    }
-
-    /// Whether nobody is present (the hub may then drop the room).
-    pub(crate) fn is_empty(&self) -> bool {
-        self.conns == 0
     }
 }
 
@@ -274,7 +270,7 @@ mod tests {
             (left[0].conn_id, &left[0].meta),
             (2, &json!({"device": "phone"}))
         );
-        assert!(room.is_empty());
+        assert!(room.len_conns() == 0);
         assert_eq!((room.len_users(), room.len_conns()), (0, 0));
 
         // And the user can come back with a fresh join.
@@ -333,13 +329,13 @@ mod tests {
         room.join("ann", 2, json!({}));
         assert_eq!(room.join("ann", 1, json!({"status": "away"})), None);
         assert_eq!(room.len_conns(), 2);
-        let metas = room.presence().get("ann").unwrap().to_vec();
+        let metas = room.snapshot().get("ann").unwrap().to_vec();
         assert_eq!(metas[0].conn_id, 1);
         assert_eq!(metas[0].meta, json!({"status": "away"}));
         // The count stayed right: two leaves empty the room.
         room.leave("ann", 1);
         assert!(room.leave("ann", 2).is_some());
-        assert!(room.is_empty());
+        assert!(room.len_conns() == 0);
     }
 
     #[test]
@@ -348,13 +344,13 @@ mod tests {
         room.join("bob", 2, json!({"status": "away"}));
         room.join("ann", 1, Value::Null);
         room.join("ann", 3, json!({"status": "online"}));
-        let text = serde_json::to_string(room.presence()).unwrap();
+        let text = serde_json::to_string(&room.snapshot()).unwrap();
         assert_eq!(
             text,
             r#"{"ann":{"metas":[{"conn_id":"1","meta":{}},{"conn_id":"3","meta":{"status":"online"}}]},"bob":{"metas":[{"conn_id":"2","meta":{"status":"away"}}]}}"#
         );
         let back: Presence = serde_json::from_str(&text).unwrap();
-        assert_eq!(&back, room.presence());
+        assert_eq!(back, room.snapshot());
         assert_eq!(serde_json::to_string(&Presence::new()).unwrap(), "{}");
         let diff = room.leave("bob", 2).unwrap();
         assert_eq!(
@@ -392,7 +388,7 @@ mod tests {
                 assert!(!diff.is_empty());
                 client.apply(&diff);
             }
-            let want: Vec<_> = room.presence().iter().map(|(u, _)| u.to_owned()).collect();
+            let want: Vec<_> = room.snapshot().iter().map(|(u, _)| u.to_owned()).collect();
             let have: Vec<_> = client.iter().map(|(u, _)| u.to_owned()).collect();
             assert_eq!(have, want, "after {user} {conn} {join}");
         }

@@ -127,7 +127,8 @@ pub enum ErrorCode {
     NotFound,
     /// The authenticator refused this identity the action on this room.
     Forbidden,
-    /// The op needs the connection to have joined the room first (`publish`, `leave`).
+    /// The op needs the connection to have joined the room first (`publish`, `leave`,
+    /// `presence`).
     NotJoined,
     /// `data` does not match the room's message type.
     InvalidData,
@@ -135,6 +136,10 @@ pub enum ErrorCode {
     RateLimited,
     /// A field is over its size limit (presence meta, message data).
     TooLarge,
+    /// A `join` while the connection is already in as many rooms as it may be.
+    TooManyRooms,
+    /// A `join` to a room that already has as many connections as it accepts.
+    RoomFull,
 }
 
 impl ErrorCode {
@@ -148,6 +153,8 @@ impl ErrorCode {
             ErrorCode::InvalidData => "invalid_data",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooLarge => "too_large",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::RoomFull => "room_full",
         }
     }
 }
@@ -400,8 +407,9 @@ pub enum ServerMsg {
     Message {
         /// The room it was published to.
         room: String,
-        /// The publisher's user id.
-        from: String,
+        /// The publisher's user id; `None` (`null`) for a message the application
+        /// published from the server.
+        from: Option<String>,
         /// The payload.
         data: Value,
     },
@@ -428,9 +436,9 @@ impl ServerMsg {
     }
 }
 
-/// Encodes a room `message`. The hub calls this once per publish and sends the same
-/// string to every subscriber.
-pub fn encode_message(room: &str, from: &str, data: &Value) -> String {
+/// Encodes a room `message` from user `from` (`None`: from the server, `"from": null`).
+/// The hub calls this once per publish and sends the same string to every subscriber.
+pub fn encode_message(room: &str, from: Option<&str>, data: &Value) -> String {
     infallible(try_encode_message(room, from, data))
 }
 
@@ -439,14 +447,14 @@ pub fn encode_message(room: &str, from: &str, data: &Value) -> String {
 /// payload's `Serialize` impl does (a map with non-string keys, a custom error).
 pub fn try_encode_message<T: Serialize + ?Sized>(
     room: &str,
-    from: &str,
+    from: Option<&str>,
     data: &T,
 ) -> serde_json::Result<String> {
     #[derive(Serialize)]
     struct Out<'a, T: ?Sized> {
         op: &'static str,
         room: &'a str,
-        from: &'a str,
+        from: Option<&'a str>,
         data: &'a T,
     }
     serde_json::to_string(&Out {
@@ -557,7 +565,6 @@ fn infallible(result: serde_json::Result<String>) -> String {
 
 /// The number of bytes `value` takes once serialized, computed without allocating: the
 /// hub bounds presence metas and payloads with it.
-#[allow(dead_code, reason = "used by the hub, which is being written")]
 pub(crate) fn encoded_len(value: &Value) -> usize {
     struct Counter(usize);
     impl io::Write for Counter {
@@ -912,6 +919,8 @@ mod tests {
             ErrorCode::InvalidData,
             ErrorCode::RateLimited,
             ErrorCode::TooLarge,
+            ErrorCode::TooManyRooms,
+            ErrorCode::RoomFull,
         ];
         for code in all {
             let json = serde_json::to_string(&code).unwrap();
@@ -924,8 +933,12 @@ mod tests {
     #[test]
     fn encoders_write_the_documented_shapes() {
         assert_eq!(
-            encode_message("r", "ann", &json!({"text": "hi \"you\""})),
+            encode_message("r", Some("ann"), &json!({"text": "hi \"you\""})),
             r#"{"op":"message","room":"r","from":"ann","data":{"text":"hi \"you\""}}"#
+        );
+        assert_eq!(
+            encode_message("news:1", None, &json!(1)),
+            r#"{"op":"message","room":"news:1","from":null,"data":1}"#
         );
         assert_eq!(
             encode_reply_ok(3, &json!({})),
@@ -949,10 +962,18 @@ mod tests {
     fn encoders_round_trip_through_server_msg() {
         let data = json!({"n": [1, 2, {"deep": null}], "s": "\u{1F980}\n"});
         assert_eq!(
-            ServerMsg::parse(&encode_message("room/1", "u\"1", &data)).unwrap(),
+            ServerMsg::parse(&encode_message("room/1", Some("u\"1"), &data)).unwrap(),
             ServerMsg::Message {
                 room: "room/1".into(),
-                from: "u\"1".into(),
+                from: Some("u\"1".into()),
+                data: data.clone()
+            }
+        );
+        assert_eq!(
+            ServerMsg::parse(&encode_message("news:1", None, &data)).unwrap(),
+            ServerMsg::Message {
+                room: "news:1".into(),
+                from: None,
                 data: data.clone()
             }
         );
@@ -984,12 +1005,12 @@ mod tests {
         // And the owned form serializes to what the encoders write.
         let msg = ServerMsg::Message {
             room: "r".into(),
-            from: "f".into(),
+            from: Some("f".into()),
             data: data.clone(),
         };
         assert_eq!(
             serde_json::to_string(&msg).unwrap(),
-            encode_message("r", "f", &data)
+            encode_message("r", Some("f"), &data)
         );
     }
 
@@ -1025,13 +1046,13 @@ mod tests {
             text: &'a str,
         }
         assert_eq!(
-            try_encode_message("r", "f", &Chat { text: "hi" }).unwrap(),
-            encode_message("r", "f", &json!({"text": "hi"}))
+            try_encode_message("r", Some("f"), &Chat { text: "hi" }).unwrap(),
+            encode_message("r", Some("f"), &json!({"text": "hi"}))
         );
         // A payload whose Serialize fails is an error, not a panic.
         let mut bad = std::collections::HashMap::new();
         bad.insert((1, 2), 3);
-        assert!(try_encode_message("r", "f", &bad).is_err());
+        assert!(try_encode_message("r", Some("f"), &bad).is_err());
     }
 
     #[test]

@@ -212,9 +212,7 @@ impl Session {
             ));
         }
         let meta = meta.unwrap_or_else(|| json!({}));
-        let meta_len = serde_json::to_string(&meta)
-            .map(|s| s.len())
-            .unwrap_or(usize::MAX);
+        let meta_len = protocol::encoded_len(&meta);
         if meta_len > hub.config().max_presence_meta {
             return Err(err(
                 ErrorCode::TooLarge,
@@ -308,9 +306,7 @@ impl Session {
                 format!("not allowed to publish to {room}"),
             ));
         }
-        let size = serde_json::to_string(&data)
-            .map(|s| s.len())
-            .unwrap_or(usize::MAX);
+        let size = protocol::encoded_len(&data);
         if size > options.max_payload {
             return Err(err(
                 ErrorCode::TooLarge,

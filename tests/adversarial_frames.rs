@@ -95,7 +95,8 @@ fn inflate_raw(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Opens a new connection (via `connect`), sends `bytes`, asserts close `code`.
+/// Sends `bytes` on `client` and asserts the server closes with `code` (`what` names the
+/// case in the test's output).
 async fn expect_close_for(client: &mut RawClient, bytes: &[u8], code: u16, what: &str) {
     client.send_raw(bytes).await;
     eprintln!("case: {what}");
@@ -393,6 +394,59 @@ async fn text_in_one_byte_fragments_is_echoed_whole() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_in_odd_sized_writes_are_echoed() {
+    let (addr, mut client) = plain().await;
+    // Pseudo-random bytes, so any unmasking error at a read boundary shows.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..(1 << 20) + 3)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    // One 1 MiB frame, then the same as 3 fragments of odd sizes with a ping inside,
+    // each written in odd-sized pieces (one message at a time: the server's echo of
+    // one is not read while the next is written).
+    let whole = frame(true, 0, OP_BINARY, &data, true);
+    for chunk in whole.chunks(4093) {
+        client.send_raw(chunk).await;
+    }
+    assert_eq!(
+        client.read_message().await,
+        (OP_BINARY, false, data.clone())
+    );
+    let (a, rest) = data.split_at(70_001);
+    let (b, c) = rest.split_at(500_007);
+    let mut bytes = frame(false, 0, OP_BINARY, a, true);
+    bytes.extend(frame(false, 0, OP_CONT, b, true));
+    bytes.extend(frame(true, 0, OP_PING, b"inside", true));
+    bytes.extend(frame(true, 0, OP_CONT, c, true));
+    for chunk in bytes.chunks(4093) {
+        client.send_raw(chunk).await;
+    }
+    let mut got_pong = false;
+    let mut got_echo = false;
+    while !(got_pong && got_echo) {
+        let (fin, _, opcode, payload) = client.read_frame().await;
+        assert!(fin);
+        match opcode {
+            OP_PONG => {
+                assert_eq!(payload, b"inside");
+                got_pong = true;
+            }
+            OP_BINARY => {
+                assert!(payload == data, "fragmented 1 MiB echo differs");
+                got_echo = true;
+            }
+            other => panic!("unexpected opcode {other:#x}"),
+        }
+    }
+    assert_server_alive(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn continuation_with_nothing_to_continue_is_1002() {
     let addr = spawn_echo(false).await;
     for fin in [true, false] {
@@ -457,6 +511,50 @@ async fn empty_fragments() {
     assert_eq!(client.read_message().await, (OP_BINARY, false, Vec::new()));
     client.send_frame(true, 0, OP_TEXT, b"", true).await;
     client.expect_text("").await;
+    assert_server_alive(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_arriving_one_byte_per_write_are_echoed() {
+    let (addr, mut client) = plain().await;
+    // A 7-bit and a 16-bit length: every header field split over reads.
+    for len in [5usize, 300] {
+        let text = "x".repeat(len - 1) + "é";
+        let bytes = frame(true, 0, OP_TEXT, text.as_bytes(), true);
+        for b in &bytes {
+            client.send_raw(std::slice::from_ref(b)).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        client.expect_text(&text).await;
+    }
+    assert_server_alive(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abrupt_disconnects_do_not_hurt_the_server() {
+    let addr = spawn_echo(true).await;
+    // Half a header, half a payload, half a fragmented message, half a compressed
+    // message: then the TCP connection just goes away, without a close frame.
+    let compressed = deflate_raw(&b"abc".repeat(1000), Compression::default());
+    let cases: [Vec<u8>; 4] = [
+        frame(true, 0, OP_TEXT, &[b'a'; 300], true)[..3].to_vec(),
+        frame(true, 0, OP_BINARY, &[b'b'; 300], true)[..100].to_vec(),
+        frame(false, 0, OP_TEXT, b"first half", true),
+        frame(true, RSV1, OP_TEXT, &compressed, true)[..compressed.len() / 2].to_vec(),
+    ];
+    for bytes in cases {
+        let mut client = RawClient::connect(addr, DEFLATE_OFFER).await;
+        client.send_raw(&bytes).await;
+        drop(client);
+    }
+    // And a connection dropped halfway through the request head.
+    let req = common::raw::upgrade_request(addr, "");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut stream, &req.as_bytes()[..req.len() / 2])
+        .await
+        .expect("write");
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(50)).await;
     assert_server_alive(addr).await;
 }
 
@@ -578,6 +676,29 @@ async fn invalid_utf8_fails_fast_before_the_frame_ends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_fails_fast_in_a_large_frame() {
+    let (addr, mut client) = plain().await;
+    // A 4 MiB text frame of which 256 KiB are sent, with an invalid byte at 200 KiB:
+    // the server reads large frames straight into its buffer, and must still check
+    // them as they arrive.
+    let key = [0x5a, 0x01, 0xc3, 0x7e];
+    let mut bytes = frame_header(true, 0, OP_TEXT, 4 << 20, Some(key));
+    let mut payload = vec![b'v'; 256 << 10];
+    payload[200 << 10] = 0xff;
+    common::raw::apply_mask(&mut payload, key);
+    bytes.extend_from_slice(&payload);
+    let start = Instant::now();
+    client.send_raw(&bytes).await;
+    client.expect_close(1007).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "1007 took {:?}",
+        start.elapsed()
+    );
+    assert_server_alive(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_utf8_in_a_close_reason_is_1007() {
     let (addr, mut client) = plain().await;
     client.send_raw(&close_frame(1000, b"bye \xff\xfe")).await;
@@ -614,6 +735,19 @@ async fn frame_over_max_frame_size_is_1009_after_its_header() {
             start.elapsed()
         );
     }
+    // A 64-bit length with its most significant bit set (RFC 6455 §5.2: it MUST be
+    // 0): the connection fails, as a protocol error or as an oversized frame.
+    let mut client = RawClient::connect(addr, "").await;
+    let mut bytes = frame_header(true, 0, OP_BINARY, u64::MAX >> 1, Some([1, 2, 3, 4]));
+    bytes[2] |= 0x80;
+    client.send_raw(&bytes).await;
+    let payload = client.expect_close_frame().await;
+    assert!(payload.len() >= 2, "close without a code: {payload:?}");
+    let code = u16::from_be_bytes([payload[0], payload[1]]);
+    assert!(
+        code == 1002 || code == 1009,
+        "length with MSB set: close {code}"
+    );
     // Exactly at the limit is still accepted: the header alone gets no close.
     let mut client = RawClient::connect(addr, "").await;
     client
@@ -821,6 +955,32 @@ async fn data_after_the_clients_close_is_ignored() {
     assert_server_alive(addr).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_with_the_longest_reason_is_echoed_and_longer_is_1002() {
+    let addr = spawn_echo(false).await;
+    // 2 + 123 = 125 bytes: the largest control frame.
+    let mut client = RawClient::connect(addr, "").await;
+    client.send_raw(&close_frame(1000, &[b'r'; 123])).await;
+    client.expect_close(1000).await;
+    // 2 + 124 = 126 bytes: too long for a control frame.
+    let mut client = RawClient::connect(addr, "").await;
+    client.send_raw(&close_frame(1000, &[b'r'; 124])).await;
+    client.expect_close(1002).await;
+    assert_server_alive(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_during_a_fragmented_message_is_answered() {
+    let (addr, mut client) = plain().await;
+    // Control frames may come between fragments, close included: the unfinished message
+    // is dropped, not echoed.
+    let mut bytes = frame(false, 0, OP_TEXT, b"never ", true);
+    bytes.extend(close_frame(1001, b"going away"));
+    client.send_raw(&bytes).await;
+    client.expect_close(1001).await;
+    assert_server_alive(addr).await;
+}
+
 // ---------------------------------------------------------------------------------------
 // permessage-deflate
 // ---------------------------------------------------------------------------------------
@@ -895,6 +1055,19 @@ async fn compressed_messages_are_echoed() {
         payload.len()
     );
     assert_eq!(inflate_raw(&payload), big.as_bytes());
+
+    // server_no_context_takeover: the same message again must inflate on its own (a
+    // server keeping its window would refer back into the previous message).
+    for _ in 0..2 {
+        let compressed = deflate_raw(big.as_bytes(), Compression::fast());
+        client
+            .send_frame(true, RSV1, OP_TEXT, &compressed, true)
+            .await;
+        let (opcode, rsv1, payload) = client.read_message().await;
+        assert_eq!(opcode, OP_TEXT);
+        assert!(rsv1);
+        assert_eq!(inflate_raw(&payload), big.as_bytes());
+    }
 
     // An uncompressed message on the same connection is fine too.
     client.send_text("plain").await;
@@ -1018,5 +1191,69 @@ async fn corrupt_compressed_data_is_1007() {
         true,
     );
     expect_close_for(&mut client, &bytes, 1007, "compressed invalid UTF-8").await;
+    assert_server_alive(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_message_ending_in_a_final_block_is_echoed() {
+    // RFC 7692 §7.2.3.4: a sender may end a message with a BFINAL block (a finished
+    // deflate stream) instead of a sync flush; the receiver must accept it.
+    let (addr, mut client) = deflated().await;
+    let text = "finished stream ".repeat(40);
+    let mut c = Compress::new(Compression::default(), false);
+    let mut payload = Vec::with_capacity(4096);
+    let status = c
+        .compress_vec(text.as_bytes(), &mut payload, FlushCompress::Finish)
+        .expect("compress");
+    assert_eq!(status, flate2::Status::StreamEnd);
+    client.send_frame(true, RSV1, OP_TEXT, &payload, true).await;
+    let (opcode, rsv1, echoed) = client.read_message().await;
+    assert_eq!(opcode, OP_TEXT);
+    let echoed = if rsv1 { inflate_raw(&echoed) } else { echoed };
+    assert_eq!(echoed, text.as_bytes());
+    assert_server_alive(addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_max_window_bits_is_respected() {
+    let addr = spawn_echo(true).await;
+    let mut client = RawClient::connect(
+        addr,
+        "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10\r\n",
+    )
+    .await;
+    let value = client
+        .header("sec-websocket-extensions")
+        .expect("permessage-deflate with server_max_window_bits=10 was declined")
+        .to_owned();
+    assert!(
+        value
+            .replace(' ', "")
+            .contains(";server_max_window_bits=10"),
+        "{value:?}"
+    );
+    // 2 KiB of noise repeated: a 15-bit compressor would refer back 2048 bytes, which
+    // a 10-bit (1 KiB) window cannot reach.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..2048)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            b'a' + (seed % 26) as u8
+        })
+        .collect();
+    let message = noise.repeat(16);
+    client.send_frame(true, 0, OP_BINARY, &message, true).await;
+    let (opcode, rsv1, payload) = client.read_message().await;
+    assert_eq!(opcode, OP_BINARY);
+    assert!(rsv1, "echo of {} bytes was not compressed", message.len());
+    let mut input = payload.clone();
+    input.extend_from_slice(&SYNC_TAIL);
+    let mut d = Decompress::new_with_window_bits(false, 10);
+    let mut out = Vec::with_capacity(message.len() + 1024);
+    d.decompress_vec(&input, &mut out, FlushDecompress::Sync)
+        .expect("the server's message does not inflate with the 10-bit window it agreed to");
+    assert_eq!(out, message);
     assert_server_alive(addr).await;
 }

@@ -105,29 +105,61 @@ fn control() -> impl Strategy<Value = Control> {
     ]
 }
 
-/// Text of 1- to 4-byte characters (mostly multi-byte), cut to `MAX_MESSAGE` bytes.
-fn text() -> impl Strategy<Value = String> {
-    let ch = prop_oneof![
-        any::<char>(),
-        proptest::char::range('a', 'z'),
-        proptest::sample::select(vec!['é', 'ß', '€', '中', '😀', '\u{10FFFF}', '\0']),
-    ];
-    proptest::collection::vec(ch, 0..MAX_MESSAGE / 2).prop_map(|chars| {
-        let mut s = String::new();
-        for c in chars {
-            if s.len() + c.len_utf8() > MAX_MESSAGE {
-                break;
-            }
-            s.push(c);
+/// Deterministic pseudo-random numbers (xorshift64*): payloads are expanded from a seed,
+/// which generates far faster than one proptest value per byte and still shrinks (by
+/// length and seed).
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// About `len` bytes (never more) of text whose characters are 1 to 4 bytes long;
+/// `ascii_share` of 256 of them are ASCII, the rest evenly 2-, 3- and 4-byte.
+fn random_text(len: usize, seed: u64, ascii_share: u8) -> String {
+    let mut rng = XorShift(seed | 1);
+    let mut s = String::with_capacity(len);
+    loop {
+        let r = rng.next();
+        let c = if (r & 0xFF) < u64::from(ascii_share) {
+            char::from((r >> 8) as u8 & 0x7F)
+        } else {
+            let v = (r >> 16) as u32;
+            let code = match (r >> 8) % 3 {
+                0 => 0x80 + v % (0x800 - 0x80),
+                1 => 0x800 + v % (0x1_0000 - 0x800),
+                _ => 0x1_0000 + v % (0x11_0000 - 0x1_0000),
+            };
+            // Surrogates are not characters: take the replacement character instead.
+            char::from_u32(code).unwrap_or('\u{FFFD}')
+        };
+        if s.len() + c.len_utf8() > len {
+            return s;
         }
-        s
-    })
+        s.push(c);
+    }
+}
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = XorShift(seed | 1);
+    (0..len).map(|_| rng.next() as u8).collect()
+}
+
+/// Message lengths: often short (one-byte and 16-bit length forms), up to 20 KiB.
+fn length() -> impl Strategy<Value = usize> {
+    prop_oneof![0usize..=130, 0usize..=MAX_MESSAGE]
 }
 
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        text().prop_map(Message::text),
-        proptest::collection::vec(any::<u8>(), 0..MAX_MESSAGE).prop_map(Message::binary),
+        (length(), any::<u64>(), any::<u8>())
+            .prop_map(|(len, seed, ascii)| Message::text(random_text(len, seed, ascii))),
+        (length(), any::<u64>()).prop_map(|(len, seed)| Message::binary(random_bytes(len, seed))),
     ]
 }
 

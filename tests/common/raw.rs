@@ -213,6 +213,14 @@ impl RawClient {
             .write_all(&request)
             .await
             .expect("write the upgrade request");
+        Self::finish_handshake(stream).await
+    }
+
+    /// Reads the server's answer to an upgrade request the caller already wrote on
+    /// `stream` (in whatever pieces it liked, built with [`upgrade_request`]), asserting
+    /// a 101 with the right `Sec-WebSocket-Accept`. Bytes read past the response head
+    /// are kept as the start of the frame stream.
+    pub async fn finish_handshake(mut stream: TcpStream) -> RawClient {
         let (response, leftover) = read_http_response(&mut stream).await;
         assert_eq!(
             response.status, 101,
@@ -275,12 +283,6 @@ impl RawClient {
             .write_all(bytes)
             .await
             .expect("write to the server");
-    }
-
-    /// Writes `bytes`, tolerating a server that already closed (the write may fail
-    /// with a broken pipe or reset once the server has given up on the connection).
-    pub async fn send_raw_lenient(&mut self, bytes: &[u8]) {
-        let _ = self.stream.write_all(bytes).await;
     }
 
     /// Reads the next frame (within `limit`), without panicking on EOF or timeout.
@@ -413,11 +415,6 @@ impl RawClient {
             Err(ReadEnd::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset => {}
             Err(end) => panic!("server did not close the TCP connection: {end:?}"),
         }
-    }
-
-    /// Half-closes our side (sends FIN).
-    pub async fn shutdown(&mut self) {
-        let _ = self.stream.shutdown().await;
     }
 
     /// Reads once more into `buf` (at most until `deadline`): `Ok(0)` on EOF.
