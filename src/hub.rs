@@ -352,6 +352,14 @@ impl Hub {
             .is_ok()
     }
 
+    /// Resolves when [`shutdown`](Self::shutdown) begins (at once if it has): for an
+    /// application's own accept loops and background tasks.
+    pub async fn shutdown_started(&self) {
+        let mut rx = self.shutdown_signal();
+        // An error means the sender is gone, which cannot happen while `self` lives.
+        let _ = rx.wait_for(|started| *started).await;
+    }
+
     /// A receiver that turns `true` when shutdown begins (for serve loops).
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.0.shutdown_tx.subscribe()

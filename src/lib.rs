@@ -81,6 +81,8 @@
 #![deny(clippy::await_holding_lock)]
 
 pub mod auth;
+#[doc(hidden)]
+pub mod bench_support;
 pub mod error;
 mod hub;
 mod presence;

@@ -152,6 +152,9 @@ impl Session {
             if self.strikes >= self.hub.config().flood_limit {
                 tracing::info!(conn_id = self.entry.id, "flooding: closing (1008)");
                 self.out().close_now(CloseCode::Policy, "flooding");
+                // Leave the rooms now, as for an expired token: a flooder need not
+                // answer the close, and its presence must not outlive it.
+                self.hub.disconnect(self.entry.id);
                 return;
             }
             let id = msg.as_text().and_then(peek_id);

@@ -8,10 +8,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::hub::{ChatMessage, Client, serve, test_hub_builder};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
 use wshub::Hub;
 
 const INTERVAL: Duration = Duration::from_millis(200);
@@ -133,10 +135,32 @@ impl DeadPeer {
     }
 }
 
+/// The next text message or, with nothing but pings and pongs, `None` at `deadline`.
+///
+/// Not `Client::recv`/`recv_nothing`: they restart their timeout on every ping, and
+/// with pings every 200 ms they would wait forever.
+async fn next_text_until(c: &mut Client, deadline: Instant) -> Option<Value> {
+    loop {
+        match tokio::time::timeout_at(deadline, c.ws.next()).await {
+            Err(_) => return None,
+            Ok(Some(Ok(Message::Text(t)))) => return Some(serde_json::from_str(&t).unwrap()),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(other) => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// The next text message, within 5 s.
+async fn recv(c: &mut Client) -> Value {
+    next_text_until(c, Instant::now() + Duration::from_secs(5))
+        .await
+        .expect("timed out waiting for a message")
+}
+
 /// Keeps `c` reading (so tungstenite answers pings) for `d`, asserting nothing but
 /// pings arrives.
 async fn stay_alive(c: &mut Client, d: Duration) {
-    if let Some(v) = c.recv_nothing(d).await {
+    if let Some(v) = next_text_until(c, Instant::now() + d).await {
         panic!("expected nothing, got {v}");
     }
 }
@@ -156,7 +180,7 @@ async fn a_silent_peer_is_reaped_and_leaves_its_rooms() {
     dead.send_json(json!({"op": "join", "room": "chat:x", "id": 1, "meta": {"dead": true}}))
         .await;
     // The server read the dead peer's last frame just before bob hears of its join.
-    let diff = bob.recv().await;
+    let diff = recv(&mut bob).await;
     let joined_at = Instant::now();
     assert_eq!(diff["op"], "presence_diff", "{diff}");
     let joins = diff["joins"].as_object().unwrap();
@@ -168,7 +192,7 @@ async fn a_silent_peer_is_reaped_and_leaves_its_rooms() {
 
     // Bob and carol keep reading (answering pings) while the dead peer goes silent.
     let bob_waits = async {
-        let diff = bob.recv().await;
+        let diff = recv(&mut bob).await;
         (diff, joined_at.elapsed())
     };
     let ((diff, waited), ()) = tokio::join!(bob_waits, stay_alive(&mut carol, TIMEOUT + INTERVAL));
@@ -222,9 +246,9 @@ async fn a_client_that_answers_pings_is_never_reaped() {
     let mut pings = 0;
     let until = Instant::now() + 10 * INTERVAL;
     while let Some(left) = until.checked_duration_since(Instant::now()) {
-        match tokio::time::timeout(left, futures_util::StreamExt::next(&mut a.ws)).await {
+        match tokio::time::timeout(left, a.ws.next()).await {
             Err(_) => break,
-            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Ping(_)))) => pings += 1,
+            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
             Ok(other) => panic!("unexpected {other:?}"),
         }
     }
@@ -246,7 +270,7 @@ async fn any_frame_counts_as_a_sign_of_life() {
     chatty
         .send_json(json!({"op": "join", "room": "chat:x", "id": 1}))
         .await;
-    assert_eq!(bob.recv().await["op"], "presence_diff");
+    assert_eq!(recv(&mut bob).await["op"], "presence_diff");
     let until = Instant::now() + 3 * TIMEOUT;
     let mut n = 0;
     while Instant::now() < until {
@@ -259,7 +283,7 @@ async fn any_frame_counts_as_a_sign_of_life() {
     assert_eq!(hub.stats().reaped, 0);
     // Once it stops, it goes.
     let started = Instant::now();
-    let diff = bob.recv().await;
+    let diff = recv(&mut bob).await;
     assert_eq!(diff["op"], "presence_diff", "{diff}");
     assert_eq!(diff["leaves"].as_object().unwrap().len(), 1, "{diff}");
     assert!(started.elapsed() <= INTERVAL + TIMEOUT + MARGIN);

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::hub::{ChatMessage, Client, RECV_TIMEOUT, test_hub_builder};
-use common::raw::{header_value, raw_http};
+use common::raw::raw_http;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -247,6 +247,8 @@ async fn axum_route_refuses_bad_upgrades() {
     let hub = test_hub_builder().build();
     let addr = serve_axum(&hub).await;
 
+    use common::raw::header_value;
+
     // Sec-WebSocket-Version 8: 426 naming the supported version.
     let (status, headers, _) = raw_http(
         addr,
@@ -411,10 +413,9 @@ mod tls {
         assert!(err.is_some(), "a client trusting nothing got through");
         // Trusting another self-signed certificate for the same names.
         let other = wshub::tls::self_signed(["localhost", "127.0.0.1"]).unwrap();
-        let err = tls_connect(addr, other.cert_pem.as_bytes(), "localhost")
-            .await
-            .err()
-            .expect("a client trusting an unrelated certificate got through");
+        let Err(err) = tls_connect(addr, other.cert_pem.as_bytes(), "localhost").await else {
+            panic!("a client trusting an unrelated certificate got through");
+        };
         assert!(
             err.to_string().to_lowercase().contains("certificate"),
             "unexpected error: {err}"
@@ -506,6 +507,46 @@ async fn shutdown_delivers_queued_messages_then_closes_with_1001() {
         .await
         .expect("serve after shutdown did not return")
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_gives_up_on_a_silent_peer_at_the_deadline() {
+    let hub = test_hub_builder()
+        .configure(|c| c.shutdown_timeout = Duration::from_millis(300))
+        .build();
+    let (addr, server) = serve_plain(&hub).await;
+    let mut good = Client::connect(&format!("ws://{addr}/")).await;
+    good.join_ok("chat:lobby").await;
+    let good = read_until_close(good);
+    // Completes the handshake, then never reads and never answers the close.
+    let _silent = common::raw::RawClient::connect(addr, "Sec-WebSocket-Protocol: wshub.v1").await;
+    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+    while hub.stats().connections < 2 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let started = std::time::Instant::now();
+    let finished = hub.shutdown().await;
+    let took = started.elapsed();
+    assert!(
+        !finished,
+        "shutdown claimed a silent peer finished its closing handshake"
+    );
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "shutdown returned after {took:?}, its deadline is 300 ms"
+    );
+    // The well-behaved client was closed normally all the same, and nothing new is
+    // accepted.
+    let (_, code) = good.await.unwrap();
+    assert_eq!(code, 1001);
+    tokio::time::timeout(RECV_TIMEOUT, server)
+        .await
+        .expect("serve did not return after shutdown")
+        .unwrap()
+        .unwrap();
+    assert!(TcpStream::connect(addr).await.is_err());
 }
 
 // ---------------------------------------------------------------------------------------

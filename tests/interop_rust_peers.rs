@@ -86,7 +86,10 @@ async fn tokio_tungstenite_client_against_echo() {
         ws.send(TMessage::text(t.clone())).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), TMessage::text(t.clone()));
         ws.send(TMessage::binary(b.clone())).await.unwrap();
-        assert_eq!(ws.next().await.unwrap().unwrap(), TMessage::binary(b.clone()));
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            TMessage::binary(b.clone())
+        );
         // Fragmented (raw frames; tungstenite masks them as a client must).
         for frame in fragment(Data::Text, t.as_bytes(), 5) {
             ws.send(TMessage::Frame(frame)).await.unwrap();
@@ -120,7 +123,10 @@ async fn engine_client_against_python_server(compression: bool) {
         "permessage-deflate negotiated iff the server has it on"
     );
     for (i, &len) in SIZES.iter().enumerate() {
-        for msg in [Message::text(text(len)), Message::binary(bytes(len, i as u32 + 7))] {
+        for msg in [
+            Message::text(text(len)),
+            Message::binary(bytes(len, i as u32 + 7)),
+        ] {
             ws.send(msg.clone()).await.unwrap();
             let echoed = ws.recv().await.unwrap().expect("echo");
             assert_eq!(echoed, msg, "{len} bytes");

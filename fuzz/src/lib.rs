@@ -16,7 +16,6 @@
 //! - [`inflate`] only: the message equals what zlib's one-shot raw inflate of the same
 //!   bytes gives (differential check of the engine's bounded, stepwise inflation).
 
-use std::cell::RefCell;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -39,31 +38,28 @@ const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 thread_local! {
     /// One runtime per thread, reused by every input. Time is paused: timers (the
     /// closing-handshake timeout, the hang guard) fire as soon as nothing else can run.
-    static RUNTIME: RefCell<tokio::runtime::Runtime> = RefCell::new(
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .expect("tokio runtime"),
-    );
+    static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("tokio runtime");
 }
 
 /// Target `frames`: the first byte picks permessage-deflate (bit 0) and the write size
 /// (bits 1-3); the rest is everything the client sends after the handshake.
-pub fn frames(data: &[u8]) {
-    let Some((&flags, input)) = data.split_first() else {
-        return;
-    };
+pub fn frames(data: &[u8]) -> Option<Outcome> {
+    let (&flags, input) = data.split_first()?;
     let deflate = flags & 1 != 0;
     let chunk = CHUNKS[usize::from((flags >> 1) & 7)];
     let outcome = drive(input, deflate, chunk);
     outcome.check();
+    Some(outcome)
 }
 
 /// Target `inflate`: `data` is the payload of one compressed message. It is sent as a
 /// masked FIN+RSV1 binary frame, then a close frame, to a server that negotiated
 /// permessage-deflate; the result must match zlib's one-shot inflation of `data`.
-pub fn inflate(data: &[u8]) {
+pub fn inflate(data: &[u8]) -> Option<Outcome> {
     let mut wire = Vec::with_capacity(data.len() + 32);
     encode_frame(&mut wire, 0x80 | 0x40 | 0x2, data, MASK);
     encode_frame(&mut wire, 0x80 | 0x8, &1000u16.to_be_bytes(), MASK);
@@ -71,7 +67,7 @@ pub fn inflate(data: &[u8]) {
     outcome.check();
     if data.len() > MAX_MESSAGE {
         // Refused by its size before inflating; `check` covered the close code.
-        return;
+        return Some(outcome);
     }
     match reference_inflate(data) {
         Reference::Ok(expected) => {
@@ -111,6 +107,7 @@ pub fn inflate(data: &[u8]) {
             );
         }
     }
+    Some(outcome)
 }
 
 /// What zlib itself makes of one compressed message.
@@ -182,7 +179,6 @@ fn deflate_offer_accepted() -> Negotiated {
 /// what happened.
 pub fn drive(input: &[u8], deflate: bool, chunk: usize) -> Outcome {
     RUNTIME.with(|rt| {
-        let rt = rt.borrow();
         rt.block_on(async {
             tokio::time::timeout(
                 Duration::from_secs(3600),

@@ -461,7 +461,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     // Data after we started closing is discarded (RFC 6455 §1.4).
                     Ok(Some(_)) => continue,
                     Ok(None) => {}
-                    Err(e) => return Err(self.fail(e).await),
+                    // Boxed: the failure path (with its timer) stays out of the future every idle
+                    // connection keeps.
+                    Err(e) => return Err(Box::pin(self.fail(e)).await),
                 }
             }
             if self.close_sent && (self.close_received.is_some() || self.read_eof) {

@@ -105,10 +105,12 @@ impl Client {
         self.ws.send(Message::text(text.to_owned())).await.unwrap();
     }
 
-    /// The next JSON message (pings are answered by tungstenite itself).
+    /// The next JSON message (pings are answered by tungstenite itself). One deadline
+    /// for the whole wait: pings arriving meanwhile do not extend it.
     pub async fn recv(&mut self) -> Value {
+        let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
         loop {
-            let msg = tokio::time::timeout(RECV_TIMEOUT, self.ws.next())
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .expect("timed out waiting for a message")
                 .expect("connection ended")
@@ -121,10 +123,12 @@ impl Client {
         }
     }
 
-    /// Whether nothing (but pings) arrives within `wait`.
+    /// The first JSON message that arrives within `wait`, or `None` if only pings (or
+    /// nothing) arrive.
     pub async fn recv_nothing(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            match tokio::time::timeout(wait, self.ws.next()).await {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
                 Err(_) => return None,
                 Ok(Some(Ok(Message::Text(t)))) => return Some(serde_json::from_str(&t).unwrap()),
                 Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,

@@ -1,0 +1,541 @@
+/*!
+ * wshub.js: a small, dependency-free client for wshub's `wshub.v1` protocol (PROTOCOL.md).
+ *
+ * A classic script: in a browser it defines `window.WshubClient`; under Node (or a
+ * bundler) it is `module.exports`. Documented in clients/README.md.
+ *
+ *   const hub = new WshubClient("wss://example.com/ws?token=...", {
+ *     onStatus: (status) => console.log(status),     // "connecting" | "online" | "offline"
+ *     backoff: { initialMs: 500, maxMs: 10000 },
+ *   });
+ *   hub.on("message", ({ room, from, data }) => console.log(room, from, data));
+ *   hub.on("presence", ({ room, presence, joined, left }) => render(presence));
+ *   await hub.join("chat:lobby", { name: "alice" });
+ *   await hub.publish("chat:lobby", { kind: "text", text: "hi" });
+ *   hub.publish("chat:lobby", { kind: "typing" }, { ephemeral: true, ack: false });
+ *
+ * What it does for you:
+ * - reconnects after every close but a normal one (1000) from the server, waiting a
+ *   random delay between 0 and min(maxMs, initialMs * 2^attempt) ("full jitter");
+ * - re-joins every room it joined, with the same meta, after each reconnect;
+ * - keeps each room's presence from the join snapshot plus `presence_diff`s, holding
+ *   the diffs that arrive before the join reply (PROTOCOL.md section 6);
+ * - rejects pending requests when the connection drops (code "disconnected").
+ */
+(function (root, factory) {
+  "use strict";
+  const WshubClient = factory();
+  if (typeof module === "object" && module && module.exports) {
+    module.exports = WshubClient;
+  } else {
+    root.WshubClient = WshubClient;
+  }
+})(typeof globalThis !== "undefined" ? globalThis : this, function () {
+  "use strict";
+
+  const OPEN = 1; // WebSocket.OPEN, without depending on the global
+
+  /** An error from the server (a failed reply or a bare `error`) or from the client. */
+  class WshubError extends Error {
+    constructor(code, message) {
+      super(message || code);
+      this.name = "WshubError";
+      /** A PROTOCOL.md section 5 code, or "disconnected", "timeout", "closed", "left". */
+      this.code = code;
+    }
+  }
+
+  /** Presence as a Map of user id -> {metas: [{conn_id, meta}]}, from the wire object. */
+  function presenceFromWire(obj) {
+    const map = new Map();
+    if (obj && typeof obj === "object") {
+      for (const [user, entry] of Object.entries(obj)) {
+        map.set(user, { metas: metasOf(entry) });
+      }
+    }
+    return map;
+  }
+
+  function metasOf(entry) {
+    return entry && Array.isArray(entry.metas) ? entry.metas.slice() : [];
+  }
+
+  class WshubClient {
+    /**
+     * @param {string | (() => string | Promise<string>)} url  the hub's ws:// or wss:// URL,
+     *   or a function returning it, called before every connection attempt (so a token
+     *   in the query string can be renewed).
+     * @param {object} [options]
+     * @param {string[]} [options.protocols]  default ["wshub.v1"]
+     * @param {(status: string, detail?: object) => void} [options.onStatus]
+     * @param {{initialMs?: number, maxMs?: number}} [options.backoff]  default 500 / 10000
+     * @param {(info: {code: number, reason: string, attempt: number}) => (boolean | number | Promise<boolean | number>)} [options.onConnectFailure]
+     *   called when a socket closes before it ever opened (refused handshake, server
+     *   down); reconnecting waits for it, stops if it returns false, retries after
+     *   that many milliseconds if it returns a number, else backs off as usual.
+     * @param {number} [options.requestTimeoutMs]  default 15000; 0 waits forever
+     * @param {boolean} [options.autoConnect]  default true
+     * @param {Function} [options.WebSocket]  the WebSocket constructor (Node: require("ws"))
+     */
+    constructor(url, options = {}) {
+      this._url = url;
+      this._protocols = options.protocols || ["wshub.v1"];
+      this._backoff = Object.assign({ initialMs: 500, maxMs: 10000 }, options.backoff || {});
+      this._onConnectFailure = options.onConnectFailure || null;
+      this._requestTimeoutMs =
+        options.requestTimeoutMs === undefined ? 15000 : options.requestTimeoutMs;
+      this._WebSocket = options.WebSocket || globalThis.WebSocket;
+      this._listeners = new Map(); // event -> Set<fn>
+      this._rooms = new Map(); // room -> {meta, state, held, ready, promise, resolve, reject}
+      this._pending = new Map(); // request id -> {resolve, reject, timer}
+      this._nextId = 1;
+      this._ws = null;
+      this._generation = 0; // bumped for every socket: events of older sockets are ignored
+      this._running = false;
+      this._attempt = 0;
+      this._retryTimer = null;
+      this._status = "offline";
+      this._onBrowserOnline = () => {
+        // The network is back: retry now rather than at the end of the backoff.
+        if (this._running && this._retryTimer !== null) {
+          this._attempt = 0;
+          this._open();
+        }
+      };
+      /** The authenticated user id, from the latest `welcome` (null before). */
+      this.user = null;
+      /** This connection's id (an opaque string), from the latest `welcome`. */
+      this.connId = null;
+      if (options.onStatus) this.on("status", options.onStatus);
+      if (options.autoConnect !== false) this.connect();
+    }
+
+    /** "connecting", "online" (welcome received) or "offline". */
+    get status() {
+      return this._status;
+    }
+
+    /** Starts connecting (done by the constructor unless `autoConnect: false`). */
+    connect() {
+      if (this._running) return;
+      this._running = true;
+      this._attempt = 0;
+      if (typeof window !== "undefined" && window.addEventListener) {
+        window.addEventListener("online", this._onBrowserOnline);
+      }
+      this._open();
+    }
+
+    /**
+     * Closes the connection and stops reconnecting. Rooms stay registered: `connect()`
+     * joins them again.
+     */
+    close(code = 1000, reason = "") {
+      this._running = false;
+      this._generation++;
+      clearTimeout(this._retryTimer);
+      this._retryTimer = null;
+      if (typeof window !== "undefined" && window.removeEventListener) {
+        window.removeEventListener("online", this._onBrowserOnline);
+      }
+      const ws = this._ws;
+      this._ws = null;
+      this._connectionLost(new WshubError("closed", "client closed the connection"));
+      if (ws) {
+        try {
+          ws.close(code, reason);
+        } catch (_) {
+          // already closing
+        }
+      }
+      this._setStatus("offline", { code, reason, opened: true });
+    }
+
+    /**
+     * Joins `room` with presence `meta` (an object shown to the other members) and keeps
+     * it joined across reconnects. Resolves with the join reply's data (`{presence}`)
+     * once joined, after reconnects if need be; rejects if the server refuses the join
+     * (WshubError with its code) or `leave(room)` is called first. Joining a room again
+     * returns the first join's promise (the server keeps the first meta too).
+     */
+    join(room, meta = {}) {
+      const existing = this._rooms.get(room);
+      if (existing) return existing.promise;
+      const entry = { meta: meta || {}, state: null, held: [], ready: false };
+      entry.promise = new Promise((resolve, reject) => {
+        entry.resolve = resolve;
+        entry.reject = reject;
+      });
+      // Nobody may be awaiting: do not report an unhandled rejection for it.
+      entry.promise.catch(() => {});
+      this._rooms.set(room, entry);
+      if (this._isOpen()) this._sendJoin(room, entry);
+      return entry.promise;
+    }
+
+    /** Leaves `room` (and stops re-joining it). Resolves with the reply's data. */
+    leave(room) {
+      const entry = this._rooms.get(room);
+      if (!entry) return Promise.resolve({});
+      this._rooms.delete(room);
+      if (!entry.ready) entry.reject(new WshubError("left", `left ${room} before joining it`));
+      if (!this._isOpen()) return Promise.resolve({});
+      return this.request({ op: "leave", room }).catch((e) => {
+        if (e.code === "not_joined" || e.code === "disconnected") return {};
+        throw e;
+      });
+    }
+
+    /**
+     * Publishes `data` to `room` (which must be joined). With `ack` (the default) it
+     * resolves with the reply's data (`{delivered}`) or rejects with a WshubError; with
+     * `ack: false` it is fire-and-forget (a failure arrives as an "error" event).
+     * Rejects with code "disconnected" when not connected: nothing is queued.
+     */
+    publish(room, data, { ephemeral = false, ack = true } = {}) {
+      const msg = { op: "publish", room, data };
+      if (ephemeral) msg.ephemeral = true;
+      if (ack) return this.request(msg);
+      if (!this._isOpen()) return Promise.reject(new WshubError("disconnected", "not connected"));
+      this._send(msg);
+      return Promise.resolve(undefined);
+    }
+
+    /**
+     * The presence of a joined room as a Map of user id -> {metas: [{conn_id, meta}]},
+     * or null while the room is not joined (or being re-joined). A copy: do not expect
+     * it to change; listen to "presence" events.
+     */
+    presence(room) {
+      const entry = this._rooms.get(room);
+      return entry && entry.state ? new Map(entry.state) : null;
+    }
+
+    /** The rooms this client keeps joined. */
+    rooms() {
+      return Array.from(this._rooms.keys());
+    }
+
+    /**
+     * Sends any op with a fresh `id` and resolves with the reply's `data` (rejects with
+     * a WshubError on `ok: false`, a disconnect or a timeout).
+     */
+    request(msg) {
+      if (!this._isOpen()) {
+        return Promise.reject(new WshubError("disconnected", "not connected"));
+      }
+      const id = this._nextId++;
+      return new Promise((resolve, reject) => {
+        let timer = null;
+        if (this._requestTimeoutMs > 0) {
+          timer = setTimeout(() => {
+            this._pending.delete(id);
+            reject(new WshubError("timeout", `no reply to ${msg.op} in ${this._requestTimeoutMs} ms`));
+          }, this._requestTimeoutMs);
+        }
+        this._pending.set(id, { resolve, reject, timer });
+        this._send(Object.assign({}, msg, { id }));
+      });
+    }
+
+    /**
+     * Listens to an event; returns a function that stops listening. Events:
+     * "status" (status, detail), "open", "welcome" {user, conn_id},
+     * "message" {room, from, data}, "presence" {room, presence, joined, left, snapshot},
+     * "joined" {room, data, rejoin}, "error" {code, message, room?},
+     * "close" {code, reason, opened}, "reconnecting" {delayMs, attempt}.
+     */
+    on(event, fn) {
+      let set = this._listeners.get(event);
+      if (!set) this._listeners.set(event, (set = new Set()));
+      set.add(fn);
+      return () => this.off(event, fn);
+    }
+
+    /** Stops calling `fn` for `event`. */
+    off(event, fn) {
+      const set = this._listeners.get(event);
+      if (set) set.delete(fn);
+    }
+
+    // ---- internals ---------------------------------------------------------------
+
+    _emit(event, ...args) {
+      const set = this._listeners.get(event);
+      if (!set) return;
+      for (const fn of Array.from(set)) {
+        try {
+          fn(...args);
+        } catch (e) {
+          // A listener's bug must not break the connection's bookkeeping.
+          setTimeout(() => {
+            throw e;
+          });
+        }
+      }
+    }
+
+    _setStatus(status, detail) {
+      if (this._status === status) return;
+      this._status = status;
+      this._emit("status", status, detail || {});
+    }
+
+    _isOpen() {
+      return this._ws !== null && this._ws.readyState === OPEN;
+    }
+
+    _send(msg) {
+      try {
+        this._ws.send(JSON.stringify(msg));
+      } catch (_) {
+        // The socket is closing; its close event rejects what is pending.
+      }
+    }
+
+    async _open() {
+      clearTimeout(this._retryTimer);
+      this._retryTimer = null;
+      if (!this._running) return;
+      const gen = ++this._generation;
+      this._setStatus("connecting");
+      let url;
+      try {
+        url = typeof this._url === "function" ? await this._url() : this._url;
+      } catch (e) {
+        if (gen !== this._generation) return;
+        this._emit("error", { code: "url", message: String((e && e.message) || e) });
+        this._setStatus("offline");
+        this._scheduleRetry();
+        return;
+      }
+      if (gen !== this._generation || !this._running) return;
+      let ws;
+      try {
+        ws = new this._WebSocket(url, this._protocols);
+      } catch (e) {
+        // A malformed URL never gets better: stop.
+        this._running = false;
+        this._emit("error", { code: "url", message: String((e && e.message) || e) });
+        this._setStatus("offline");
+        return;
+      }
+      this._ws = ws;
+      let opened = false;
+      ws.onopen = () => {
+        if (gen !== this._generation) return;
+        opened = true;
+        this._emit("open");
+        // The server answers ops in order, so joins need not wait for the welcome.
+        for (const [room, entry] of this._rooms) this._sendJoin(room, entry);
+      };
+      ws.onmessage = (ev) => {
+        if (gen === this._generation) this._onFrame(ev.data);
+      };
+      ws.onerror = () => {
+        // A close event always follows, with what little the browser tells.
+      };
+      ws.onclose = (ev) => {
+        if (gen === this._generation) this._onClose(ev, opened, gen);
+      };
+    }
+
+    async _onClose(ev, opened, gen) {
+      this._ws = null;
+      const info = { code: ev.code, reason: ev.reason || "", opened };
+      this._connectionLost(new WshubError("disconnected", "connection closed"));
+      this._emit("close", info);
+      this._setStatus("offline", info);
+      if (!this._running) return;
+      if (opened && ev.code === 1000) {
+        // A normal closure from the server: the application disconnected us on purpose.
+        this._running = false;
+        return;
+      }
+      if (!opened && this._onConnectFailure) {
+        let again = true;
+        try {
+          again = await this._onConnectFailure({
+            code: ev.code,
+            reason: ev.reason || "",
+            attempt: this._attempt,
+          });
+        } catch (_) {
+          again = true;
+        }
+        if (gen !== this._generation || !this._running) return;
+        if (again === false) {
+          this._running = false;
+          return;
+        }
+        if (typeof again === "number" && again >= 0) {
+          // The hook fixed something (a renewed token, say): retry after its delay.
+          this._scheduleRetry(again);
+          return;
+        }
+      }
+      this._scheduleRetry();
+    }
+
+    _scheduleRetry(delayMs) {
+      if (delayMs === undefined) {
+        const { initialMs, maxMs } = this._backoff;
+        const cap = Math.min(maxMs, initialMs * Math.pow(2, this._attempt));
+        delayMs = Math.floor(Math.random() * cap);
+      }
+      this._attempt = Math.min(this._attempt + 1, 30);
+      this._emit("reconnecting", { delayMs, attempt: this._attempt });
+      this._retryTimer = setTimeout(() => this._open(), delayMs);
+    }
+
+    /** Rejects pending requests and marks every room as needing a new join. */
+    _connectionLost(error) {
+      const pending = Array.from(this._pending.values());
+      this._pending.clear();
+      for (const p of pending) {
+        clearTimeout(p.timer);
+        p.reject(error);
+      }
+      for (const entry of this._rooms.values()) {
+        entry.state = null;
+        entry.held = [];
+        entry.ready = false;
+      }
+    }
+
+    _sendJoin(room, entry) {
+      const rejoin = entry.joinedOnce === true;
+      entry.state = null;
+      entry.held = [];
+      entry.ready = false;
+      this.request({ op: "join", room, meta: entry.meta }).then(
+        (data) => {
+          if (this._rooms.get(room) !== entry || entry.ready) return;
+          // Section 6: the snapshot is the state; then the diffs held since the join
+          // was sent, in order; then each new one as it comes.
+          entry.state = presenceFromWire(data && data.presence);
+          entry.ready = true;
+          entry.joinedOnce = true;
+          const held = entry.held;
+          entry.held = [];
+          this._emit("presence", {
+            room,
+            presence: new Map(entry.state),
+            joined: [],
+            left: [],
+            snapshot: true,
+          });
+          for (const diff of held) this._applyDiff(room, entry, diff);
+          this._emit("joined", { room, data, rejoin });
+          entry.resolve(data);
+        },
+        (error) => {
+          // Lost with the connection: the next connection joins again.
+          if (error.code === "disconnected" || error.code === "closed") return;
+          if (this._rooms.get(room) !== entry) return;
+          this._rooms.delete(room);
+          entry.reject(error);
+          this._emit("error", { code: error.code, message: error.message, room });
+        },
+      );
+    }
+
+    _onFrame(text) {
+      let msg;
+      try {
+        msg = JSON.parse(text);
+      } catch (_) {
+        this._emit("error", { code: "bad_frame", message: "the server sent invalid JSON" });
+        return;
+      }
+      if (!msg || typeof msg !== "object") return;
+      switch (msg.op) {
+        case "welcome":
+          this.user = msg.user;
+          this.connId = msg.conn_id;
+          this._attempt = 0;
+          this._setStatus("online");
+          this._emit("welcome", { user: msg.user, conn_id: msg.conn_id });
+          break;
+        case "reply": {
+          const p = this._pending.get(msg.id);
+          if (!p) return;
+          this._pending.delete(msg.id);
+          clearTimeout(p.timer);
+          if (msg.ok) {
+            p.resolve(msg.data === undefined ? {} : msg.data);
+          } else {
+            const e = msg.error || {};
+            p.reject(new WshubError(e.code || "unknown", e.message));
+          }
+          break;
+        }
+        case "message":
+          this._emit("message", {
+            room: msg.room,
+            from: msg.from === undefined ? null : msg.from,
+            data: msg.data,
+          });
+          break;
+        case "presence_diff": {
+          const entry = this._rooms.get(msg.room);
+          if (!entry) return;
+          if (entry.ready) this._applyDiff(msg.room, entry, msg);
+          else entry.held.push(msg);
+          break;
+        }
+        case "error": {
+          const e = msg.error || {};
+          this._emit("error", { code: e.code || "unknown", message: e.message || "" });
+          break;
+        }
+        default:
+        // Ops this client does not know are ignored: later revisions may add some.
+      }
+    }
+
+    /**
+     * Applies one diff (section 6): every user in `leaves` is removed entirely, then
+     * every user in `joins` is added, skipping metas whose conn_id is already known.
+     * Emits "presence" when the state changed; `joined` and `left` list the users that
+     * actually came or went.
+     */
+    _applyDiff(room, entry, diff) {
+      const state = entry.state;
+      const joined = [];
+      const left = [];
+      let changed = false;
+      for (const [user, gone] of Object.entries(diff.leaves || {})) {
+        const had = state.get(user);
+        if (had) {
+          state.delete(user);
+          changed = true;
+          const metas = metasOf(gone);
+          left.push({ user, metas: metas.length ? metas : had.metas });
+        }
+      }
+      for (const [user, came] of Object.entries(diff.joins || {})) {
+        const metas = metasOf(came);
+        const known = state.get(user);
+        if (!known) {
+          state.set(user, { metas });
+          joined.push({ user, metas });
+          changed = true;
+          continue;
+        }
+        for (const m of metas) {
+          if (!known.metas.some((k) => k.conn_id === m.conn_id)) {
+            known.metas.push(m);
+            changed = true;
+          }
+        }
+      }
+      if (changed) {
+        this._emit("presence", { room, presence: new Map(state), joined, left, snapshot: false });
+      }
+    }
+  }
+
+  WshubClient.WshubError = WshubError;
+  return WshubClient;
+});
