@@ -1178,60 +1178,12 @@ mod tests {
             assert!(err.to_string().starts_with("invalid RSA public key"));
         }
 
-        // A throwaway key pair made with `openssl genrsa 2048` for these tests only.
-        const TEST_PRIVATE_PEM: &str = "\
------BEGIN PRIVATE KEY-----
-MIIEvwIBADANBgkqhkiG9w0BAQEFAASCBKkwggSlAgEAAoIBAQCUeirrrE9S1UGj
-cKALNOYAMxjtuov0ULj6gWJ3w0HNNJFXJAdphkXyMEzG4FbS/rg1wjqJXWfrzc/c
-CYKFYnvBQ4FusP4fBVx/pQ4BNwewqoW7mD/pX7s0IG9YnAS2tPFTs1O/YHLjPRDs
-0VYvgvDkWBqVynXLaYARSGD3o34ULdtIGnLNKkIfxLhw/iBvk39w6eCbS8vSODd9
-Ewq4XYRqiHFIy+GoXBeg+dqwI8sS7ukuC+QT8XLCNJFHN4YDuYxUZcHfv1MsRvcd
-UETZTqDSW65LnTfxjiXYeyGwQbr0a3NUd8bt4of4JnolY0Fd9ymq+NyS0rF4jGuc
-z6bCzSSRAgMBAAECggEABHSW1yDOwvVdSKwRHjHFkrOPbiRotx/sMEnNP6GSih4N
-6NrohTuFqJsK1fW9BT9zHahCnQUHILKGjnUs/0p33J7+9YH5wWQl/qD57TVoIkTS
-Fus4EVoeQi+UlJWFJ32a6q0SuHpxC1Q1lTWohWwQRUatI/OOwPGqHMEN3Kbn5wkR
-hBf6RS4szEiYuRnUJYtkniFhFV6Dd4FGx2g1V0BaM/NP37YXGD4CStcDMN3AIWhi
-1/F0AwI/CX6l8wx1aQBH4R2rBLychKEop6p7Wc8xf/J1md2yxVoogRSrBRTW1hN7
-5AV4QT49R4P2iE5se5VpTwBmdcPhbOpC106BQOuWRQKBgQDOgeTQoIP2cDtCuT+b
-m4Vw0zH/OftjZnYzIkkJvoHl6YcLJSaOZgl9MRv4da40JfwDpDzq07oGys4KqXKF
-PXIuuSjz4KFhOCrN/BhzWIGN0GYLXG/ujoIuJpZgvvZCgIHKCvn8Pl7gUw7sd4O0
-YHfqmItAuAsZqJUZopBeA9LlcwKBgQC4D+AxKbOngLN6ptPwdakgCxc+dhBvjVL3
-vjEHvL38CJRjYGO+Kqtqms97gsqlRrOZcqam0REDtG2Mq3Z5dshiMF8ghrPEpdA7
-dHxJpEsy1HS+uR2ijKjYhrSaLu/+uaTvC+ycpDPySuA/03/L1lQYQKAvtewRp9x7
-7HtaAPhs6wKBgQC5mOqiSrFvipzoMgAmBVef+GBGB8GVK6BuApFsLYknroPNk30c
-nD5JAxslafbALadbSn/peZMGybz2viYL9BasQYO59Bh2fPmTmdAL0u7VGwiri0+a
-MwBzJAEhQF+pkz+S69yTRScWK/AMvLllIxKDiMgWyZJIZEhk+sMPjBY+WwKBgQC3
-dUt2dSRWLle2RpY0tHIQOD3Ayhjztx8dQ/rGxX9vuHV+39JK92jH5uorJ2AogGH+
-7mHhH70fvjT64uRBiP2NsL0ARILl3IfC2wYOuK0jStPaTdSV8jFRMGLO0z3u3Mbi
-ZTY/owML20nNFFfqqgRD8BY5t9BGgNOoyTrhqNn0ZQKBgQDEsmx8VK3qJrJ/QBLm
-wBLfGUxl03CIQuGB0qMGdb82S1tQ92fvhyW3iWHjEqhVjBEXB2+782ZcxLzjRXIu
-FsMSse+lGyG1C5JsP0u6w85NJWoIszINUXaEr+hZgTN3dt+szLwsPSQYLbobb140
-qEVXn/sC5xgmf9dZiaDSG9vXCg==
------END PRIVATE KEY-----
-";
+        // A throwaway key pair made with `openssl genrsa 2048` for tests only
+        // (`tests/keys/`, shared with the integration tests).
+        const TEST_PRIVATE_PEM: &str = include_str!("../tests/keys/test_rsa.pem");
 
-        const TEST_PUBLIC_PEM: &str = "\
------BEGIN PUBLIC KEY-----
-MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAlHoq66xPUtVBo3CgCzTm
-ADMY7bqL9FC4+oFid8NBzTSRVyQHaYZF8jBMxuBW0v64NcI6iV1n683P3AmChWJ7
-wUOBbrD+HwVcf6UOATcHsKqFu5g/6V+7NCBvWJwEtrTxU7NTv2By4z0Q7NFWL4Lw
-5Fgalcp1y2mAEUhg96N+FC3bSBpyzSpCH8S4cP4gb5N/cOngm0vL0jg3fRMKuF2E
-aohxSMvhqFwXoPnasCPLEu7pLgvkE/FywjSRRzeGA7mMVGXB379TLEb3HVBE2U6g
-0luuS5038Y4l2HshsEG69GtzVHfG7eKH+CZ6JWNBXfcpqvjcktKxeIxrnM+mws0k
-kQIDAQAB
------END PUBLIC KEY-----
-";
+        const TEST_PUBLIC_PEM: &str = include_str!("../tests/keys/test_rsa_pub.pem");
 
-        const OTHER_PUBLIC_PEM: &str = "\
------BEGIN PUBLIC KEY-----
-MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEArcvQhz8bM6o2bkggXAgb
-WDBsyzgheI/uYcg33h4XFFQGBn4WIwDBUHguXWKckVGNWi9bCzLh3fCh2uwNeHiK
-aeNCihEejrUobXJLoPeIvsohh+7lKSfqgRgfArndkra29zgaWCP8zaE9Voz/Icur
-XVFpDiaXxim10ThfXqO8FGIgfF77/G6eoic7x0/CzU0MAvD5331HDhPiFsFOwuCo
-WZIa9+wQDNuft98Zi6CMUd849R8zh/LTdajqbgDxMij+o5lf4P6exGXiz+7/gWO3
-QjYeLzGUVQWOFvTkGZTjV5kn1/FM7PneSr1pv2GPq3GjVP9TF0I9GZnwqPsNtTJw
-sQIDAQAB
------END PUBLIC KEY-----
-";
+        const OTHER_PUBLIC_PEM: &str = include_str!("../tests/keys/other_rsa_pub.pem");
     }
 }
