@@ -47,10 +47,12 @@ pub enum TlsChoice {
 }
 
 impl TlsChoice {
-    /// A self-signed certificate written to `<temp dir>/wshub-<example>-cert.pem`.
+    /// A self-signed certificate written to `<temp dir>/wshub-<example>-<pid>-cert.pem`:
+    /// one file per process, so two servers never overwrite each other's certificate.
     pub fn self_signed_for(example: &str) -> Self {
+        let name = format!("wshub-{example}-{}-cert.pem", std::process::id());
         TlsChoice::SelfSigned {
-            cert_out: Some(std::env::temp_dir().join(format!("wshub-{example}-cert.pem"))),
+            cert_out: Some(std::env::temp_dir().join(name)),
         }
     }
 }
@@ -246,9 +248,22 @@ fn tls_acceptor(choice: &TlsChoice, ip: IpAddr) -> io::Result<(TlsAcceptor, TlsI
     }
 }
 
+/// Writes the certificate to a new file: a leftover file (or a link someone planted in
+/// a shared temp dir) is removed, never written through.
 fn write_cert(path: &Path, pem: &str) -> io::Result<()> {
-    std::fs::write(path, pem)
-        .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
+    use std::io::Write;
+    let write = || -> io::Result<()> {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        file.write_all(pem.as_bytes())
+    };
+    write().map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
 }
 
 /// How long a TLS handshake may take, and an HTTP request head after it.
