@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Action, AllowAnonymous, Authenticator, DynAuthenticator, Identity};
 use crate::reaper::Reaper;
 use crate::room::{ErasedNamespace, Namespace, Room, RoomMessage, RoomState};
+use crate::ws::handshake::OriginPolicy;
 use crate::ws::{CloseCode, Outbound};
 
 /// Limits and timings of a hub. Every limit has a default; none is unbounded.
@@ -64,6 +65,12 @@ pub struct HubConfig {
     pub compression_level: u32,
     /// Whether to negotiate permessage-deflate at all. Default: `true`.
     pub compression: bool,
+    /// Which `Origin`s may connect (others get HTTP 403). Browsers always send `Origin`;
+    /// restrict it when the authenticator trusts cookies, so another site cannot open a
+    /// socket with your users' cookies. Requests without `Origin` (non-browser
+    /// clients) are allowed by [`OriginPolicy::AllowList`]. Default:
+    /// [`OriginPolicy::Any`].
+    pub origin: OriginPolicy,
 }
 
 impl Default for HubConfig {
@@ -84,6 +91,7 @@ impl Default for HubConfig {
             shutdown_timeout: Duration::from_secs(10),
             compression_level: 1,
             compression: true,
+            origin: OriginPolicy::Any,
         }
     }
 }

@@ -24,6 +24,7 @@ impl Hub {
             .with_timeout(c.handshake_timeout)
             .with_subprotocols([SUBPROTOCOL])
             .with_deflate(c.compression)
+            .with_origin(c.origin.clone())
     }
 
     /// The engine settings every connection gets.

@@ -609,3 +609,42 @@ async fn max_connections_per_ip_refuses_with_429() {
     again.join_ok("chat:lobby").await;
     assert_eq!(Client::connect_with(&url, &[]).await.err(), Some(429));
 }
+
+/// `HubConfig::origin` guards the hub against other sites' pages: a browser `Origin` not
+/// on the list gets 403 at the handshake (standalone and through axum), a listed one
+/// and a client that sends none (not a browser) get in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_allow_list_refuses_other_sites_with_403() {
+    let hub = test_hub_builder()
+        .configure(|c| {
+            c.origin = wshub::ws::handshake::OriginPolicy::allow_list(["https://chat.example"]);
+        })
+        .build();
+    let url = common::hub::serve(&hub).await;
+    assert_eq!(
+        Client::connect_with(&url, &[("origin", "https://evil.example")])
+            .await
+            .err(),
+        Some(403)
+    );
+    let mut listed = Client::connect_with(&url, &[("origin", "https://chat.example")])
+        .await
+        .expect("listed origin");
+    listed.join_ok("chat:origin").await;
+    let mut no_origin = Client::connect(&url).await;
+    no_origin.join_ok("chat:origin").await;
+
+    let addr = serve_axum(&hub).await;
+    let axum_url = format!("ws://{addr}/ws");
+    assert_eq!(
+        Client::connect_with(&axum_url, &[("origin", "https://evil.example")])
+            .await
+            .err(),
+        Some(403)
+    );
+    assert!(
+        Client::connect_with(&axum_url, &[("origin", "https://chat.example")])
+            .await
+            .is_ok()
+    );
+}
