@@ -81,6 +81,10 @@ async fn serve<S>(
 {
     let conn_id = entry.id;
     tracing::debug!(?peer, "connected");
+    // A client closed for an error leaves its rooms at once, not after the closing
+    // handshake's grace period.
+    let on_error = hub.clone();
+    ws.on_error_close(move || on_error.disconnect(conn_id));
     let mut session = Session {
         hub: hub.clone(),
         entry: entry.clone(),

@@ -302,6 +302,9 @@ pub struct WebSocket<S> {
     read_eof: bool,
     write_shut: bool,
     close_deadline: Option<Pin<Box<Sleep>>>,
+    /// Run when an error closes the connection, before the grace period in which the
+    /// peer may read our close frame (see [`WebSocket::on_error_close`]).
+    on_error_close: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl<S> fmt::Debug for WebSocket<S> {
@@ -379,7 +382,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             read_eof: false,
             write_shut: false,
             close_deadline: None,
+            on_error_close: None,
         }
+    }
+
+    /// Sets a function to run once if the connection is closed because of an error
+    /// (a protocol violation, a limit), right after the close frame is queued.
+    ///
+    /// [`recv`](Self::recv) returns such an error only after giving the peer up to
+    /// `close_timeout` to read the close frame; this hook lets the owner act at once
+    /// (the hub takes the connection out of its rooms here).
+    pub fn on_error_close(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.on_error_close = Some(Box::new(f));
     }
 
     /// A handle for sending from other tasks.
@@ -513,6 +527,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             other => other.to_string(),
         };
         self.outbound().close_now(code, &reason);
+        if let Some(hook) = self.on_error_close.take() {
+            hook();
+        }
         let _ = tokio::time::timeout(self.config.close_timeout, async {
             poll_fn(|cx| self.poll_write_side(cx)).await?;
             poll_fn(|cx| Pin::new(&mut self.stream).poll_shutdown(cx)).await?;
