@@ -13,8 +13,8 @@
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
-use wshub::ws::handshake::{HandshakeConfig, accept_request};
-use wshub::ws::{Message, WsConfig};
+use wshub::ws::WsConfig;
+use wshub::ws::handshake::{HandshakeConfig, accept};
 
 /// Accepts connections forever, echoing each in its own task.
 pub async fn serve(listener: TcpListener, compression: bool) {
@@ -44,10 +44,8 @@ async fn echo(
     peer: SocketAddr,
     handshake: &HandshakeConfig,
 ) -> wshub::Result<()> {
-    let upgrade = accept_request(stream, Some(peer), handshake).await?;
-    let mut ws = upgrade.accept(WsConfig::default()).await?;
+    let mut ws = accept(stream, Some(peer), handshake, WsConfig::default()).await?;
     while let Some(msg) = ws.recv().await? {
-        let msg: Message = msg;
         ws.send(msg).await?;
     }
     Ok(())

@@ -13,8 +13,8 @@ use crate::auth::{AuthRejection, AuthRequest, Identity};
 use crate::hub::{Hub, Slot, SlotError};
 use crate::protocol::SUBPROTOCOL;
 use crate::session;
-use crate::ws::WsConfig;
 use crate::ws::handshake::{HandshakeConfig, accept_request};
+use crate::ws::{WebSocket, WsConfig};
 
 impl Hub {
     /// The handshake settings the hub serves with.
@@ -114,11 +114,30 @@ impl Hub {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        // The handshake runs in its own allocation, freed when it ends: awaited inline,
+        // its state (request, headers, timers) would stay in every connection's task
+        // for the connection's whole life.
+        let Some((ws, identity, slot)) = Box::pin(self.upgrade(stream, peer)).await else {
+            return;
+        };
+        session::run(self.clone(), ws, identity, peer).await;
+        drop(slot);
+    }
+
+    /// The opening handshake, limits and authentication of one raw stream.
+    async fn upgrade<S>(
+        &self,
+        stream: S,
+        peer: Option<SocketAddr>,
+    ) -> Option<(WebSocket<S>, Identity, Slot)>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let upgrade = match accept_request(stream, peer, &self.handshake_config()).await {
             Ok(u) => u,
             Err(e) => {
                 tracing::debug!(?peer, error = %e, "handshake refused");
-                return;
+                return None;
             }
         };
         let admitted = self.admit(auth_request(upgrade.request(), peer)).await;
@@ -126,14 +145,16 @@ impl Hub {
             Ok(ok) => ok,
             Err((status, message)) => {
                 let _ = upgrade.reject(status, &message).await;
-                return;
+                return None;
             }
         };
         match upgrade.accept(self.ws_config()).await {
-            Ok(ws) => session::run(self.clone(), ws, identity, peer).await,
-            Err(e) => tracing::debug!(?peer, error = %e, "upgrade failed"),
+            Ok(ws) => Some((ws, identity, slot)),
+            Err(e) => {
+                tracing::debug!(?peer, error = %e, "upgrade failed");
+                None
+            }
         }
-        drop(slot);
     }
 
     /// Connection limits, then authentication: what happens between a valid upgrade

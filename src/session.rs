@@ -58,17 +58,22 @@ fn err(code: ErrorCode, message: impl Into<String>) -> OpError {
 }
 
 /// Serves one upgraded connection until it closes, then takes it out of its rooms.
-pub(crate) async fn run<S>(
+///
+/// Not an `async fn`: registering happens now and the returned future is `serve` itself,
+/// so the `WebSocket` is moved once into the connection's future instead of being
+/// carried by two nested ones (which would hold a copy each).
+pub(crate) fn run<S>(
     hub: Hub,
     ws: WebSocket<S>,
     identity: Identity,
     peer: Option<std::net::SocketAddr>,
-) where
+) -> impl std::future::Future<Output = ()>
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let entry = hub.register(Arc::new(identity), ws.outbound());
     let span = tracing::debug_span!("conn", conn_id = entry.id, user = %entry.identity.user_id);
-    serve(hub, ws, entry, peer).instrument(span).await
+    serve(hub, ws, entry, peer).instrument(span)
 }
 
 async fn serve<S>(

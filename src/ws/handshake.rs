@@ -498,7 +498,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Upgrade<S> {
             stream.write_all(&head).await?;
             stream.flush().await
         };
-        tokio::time::timeout(timeout, write)
+        // Boxed for the same reason as in `accept_request`.
+        Box::pin(tokio::time::timeout(timeout, write))
             .await
             .map_err(|_| HandshakeError::Timeout)??;
         Ok(WebSocket::from_parts(
@@ -543,8 +544,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Upgrade<S> {
         }
         let response = encode_text_response(status, headers, body);
         let mut stream = self.stream;
-        write_and_close(&mut stream, &response, self.timeout).await
+        Box::pin(write_and_close(&mut stream, &response, self.timeout)).await
     }
+}
+
+/// Accepts any valid upgrade on `stream`: [`accept_request`] then [`Upgrade::accept`],
+/// for servers with nothing to decide between the two (no authentication).
+///
+/// The whole handshake runs in one allocation that is freed when it ends, so a
+/// connection task that awaits this keeps none of the handshake's state.
+///
+/// ```no_run
+/// use wshub::ws::handshake::{HandshakeConfig, accept};
+/// use wshub::ws::WsConfig;
+/// # async fn run(stream: tokio::net::TcpStream) -> wshub::Result<()> {
+/// let mut ws = accept(stream, None, &HandshakeConfig::default(), WsConfig::default()).await?;
+/// while let Some(msg) = ws.recv().await? {
+///     ws.send(msg).await?;
+/// }
+/// # Ok(()) }
+/// ```
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    peer_addr: Option<SocketAddr>,
+    cfg: &HandshakeConfig,
+    config: WsConfig,
+) -> Result<WebSocket<S>, HandshakeError> {
+    Box::pin(async move {
+        accept_request(stream, peer_addr, cfg)
+            .await?
+            .accept(config)
+            .await
+    })
+    .await
 }
 
 /// Read and validate one upgrade request.
@@ -559,6 +591,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Upgrade<S> {
 /// `Sec-WebSocket-Version: 13`, 405 carries `Allow: GET`; a small text/plain body names
 /// the problem; `Connection: close`) and shuts the stream before returning the error.
 pub async fn accept_request<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    peer_addr: Option<SocketAddr>,
+    cfg: &HandshakeConfig,
+) -> Result<Upgrade<S>, HandshakeError> {
+    // Boxed: the handshake's state (buffers, timer) is needed once, and a future that
+    // awaited it inline would carry its size for the connection's whole life.
+    Box::pin(read_upgrade(stream, peer_addr, cfg)).await
+}
+
+async fn read_upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     peer_addr: Option<SocketAddr>,
     cfg: &HandshakeConfig,
