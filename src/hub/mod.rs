@@ -1,100 +1,24 @@
 //! The [`Hub`]: namespaces, rooms, connections, limits and shutdown.
 
+mod config;
+
 use std::any::TypeId;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
+pub use config::HubConfig;
+
 use crate::auth::{Action, AllowAnonymous, Authenticator, DynAuthenticator, Identity};
 use crate::reaper::Reaper;
 use crate::room::{ErasedNamespace, Namespace, Room, RoomMessage, RoomState};
-use crate::ws::handshake::OriginPolicy;
 use crate::ws::{CloseCode, Outbound};
-
-/// Limits and timings of a hub. Every limit has a default; none is unbounded.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct HubConfig {
-    /// Most open connections; the next handshake gets HTTP 503. Default: 10,000
-    /// (a process here may hold 20,000 files, and TLS or proxies need some).
-    pub max_connections: usize,
-    /// Most open connections from one IP address; the next gets HTTP 429.
-    /// Default: 100 (generous for offices behind one NAT, stops one host taking all).
-    pub max_connections_per_ip: usize,
-    /// Most rooms one connection may be in; a join over it gets `too_many_rooms`.
-    /// Default: 100.
-    pub max_rooms_per_connection: usize,
-    /// Largest WebSocket message a client may send; over it the connection is closed
-    /// with 1009. Default: 1 MiB (a namespace's `max_payload` refuses big publishes
-    /// with a `too_large` reply well before this).
-    pub max_message_size: usize,
-    /// Bytes that may wait in one connection's outbound queue before it is closed with
-    /// 1013 "slow consumer". Default: 1 MiB.
-    pub max_queued_bytes: usize,
-    /// Sustained client messages per second per connection (token bucket refill).
-    /// Default: 50.
-    pub rate_per_second: f64,
-    /// Burst of client messages allowed above the sustained rate. Default: 100.
-    pub rate_burst: f64,
-    /// Rate-limited messages in a row after which the connection is closed with 1008
-    /// ("flooding"); a message that passes resets the count. Default: 100.
-    pub flood_limit: u32,
-    /// Largest presence meta, in bytes of JSON; over it a join gets `too_large`.
-    /// Default: 1 KiB.
-    pub max_presence_meta: usize,
-    /// How often the liveness sweep pings every connection. Default: 25 s (under the
-    /// 30-60 s idle timeouts of common proxies and load balancers).
-    pub ping_interval: Duration,
-    /// A connection that sent nothing (not even a pong) for this long is closed and
-    /// leaves its rooms. Default: 60 s.
-    pub pong_timeout: Duration,
-    /// Time a client has to complete the HTTP upgrade. Default: 10 s.
-    pub handshake_timeout: Duration,
-    /// How long [`Hub::shutdown`] lets connections drain their queues and finish the
-    /// closing handshake before giving up on them. Default: 10 s.
-    pub shutdown_timeout: Duration,
-    /// zlib level for permessage-deflate (negotiated when the client offers it).
-    /// Default: 1.
-    pub compression_level: u32,
-    /// Whether to negotiate permessage-deflate at all. Default: `true`.
-    pub compression: bool,
-    /// Which `Origin`s may connect (others get HTTP 403). Browsers always send `Origin`;
-    /// restrict it when the authenticator trusts cookies, so another site cannot open a
-    /// socket with your users' cookies. Requests without `Origin` (non-browser
-    /// clients) are allowed by [`OriginPolicy::AllowList`]. Default:
-    /// [`OriginPolicy::Any`].
-    pub origin: OriginPolicy,
-}
-
-impl Default for HubConfig {
-    fn default() -> Self {
-        HubConfig {
-            max_connections: 10_000,
-            max_connections_per_ip: 100,
-            max_rooms_per_connection: 100,
-            max_message_size: 1 << 20,
-            max_queued_bytes: 1 << 20,
-            rate_per_second: 50.0,
-            rate_burst: 100.0,
-            flood_limit: 100,
-            max_presence_meta: 1024,
-            ping_interval: Duration::from_secs(25),
-            pong_timeout: Duration::from_secs(60),
-            handshake_timeout: Duration::from_secs(10),
-            shutdown_timeout: Duration::from_secs(10),
-            compression_level: 1,
-            compression: true,
-            origin: OriginPolicy::Any,
-        }
-    }
-}
 
 /// Why [`Hub::room`] returned no room.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
