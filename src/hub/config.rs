@@ -43,7 +43,7 @@ pub struct HubConfig {
     pub pong_timeout: Duration,
     /// Time a client has to complete the HTTP upgrade. Default: 10 s.
     pub handshake_timeout: Duration,
-    /// How long [`Hub::shutdown`] lets connections drain their queues and finish the
+    /// How long [`Hub::shutdown`](crate::Hub::shutdown) lets connections drain their queues and finish the
     /// closing handshake before giving up on them. Default: 10 s.
     pub shutdown_timeout: Duration,
     /// zlib level for permessage-deflate (negotiated when the client offers it).

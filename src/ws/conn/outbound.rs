@@ -1,0 +1,192 @@
+//! What the connection shares with other tasks: the bounded outbound queue, the waker,
+//! the liveness clock, and the [`Outbound`] handle that publishers send through.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use atomic_waker::AtomicWaker;
+use bytes::Bytes;
+use tokio::time::Instant;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+use super::Role;
+use crate::error::Result;
+use crate::ws::frame;
+use crate::ws::prepared::PreparedMessage;
+
+/// Why [`Outbound::try_send`] refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The queue holds `max_queued_bytes` already: the peer reads too slowly.
+    #[error("outbound queue is full")]
+    Full,
+    /// The connection is closing or closed.
+    #[error("connection is closed")]
+    Closed,
+}
+
+/// Milliseconds on a process-wide monotonic clock, cheap to store in an atomic.
+pub(super) fn now_ms() -> u64 {
+    clock_start().elapsed().as_millis() as u64
+}
+
+/// tokio's clock rather than std's, so that liveness logic can be tested with
+/// `tokio::time::pause()`.
+fn clock_start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// What the connection and its [`Outbound`] handles share.
+pub(super) struct Shared {
+    /// A std mutex: it is held only to push to or swap out the queue, never across an
+    /// `.await`, so an async mutex would only add cost.
+    pub(super) queue: Mutex<Queue>,
+    /// Wakes the connection's task when something is queued.
+    pub(super) waker: AtomicWaker,
+    /// When the peer last sent anything (ms on [`now_ms`]'s clock); read by liveness
+    /// sweeps so that no connection needs a timer of its own.
+    pub(super) last_seen: AtomicU64,
+    /// Server window bits when permessage-deflate was negotiated.
+    pub(super) deflate_bits: Option<u8>,
+    pub(super) role: Role,
+    pub(super) max_queued_bytes: usize,
+    pub(super) compression_threshold: usize,
+}
+
+/// The outbound queue. Data frames count against `max_queued_bytes`; control frames
+/// are bounded by construction (one pending pong, one ping flag, one close).
+#[derive(Default)]
+pub(super) struct Queue {
+    pub(super) items: VecDeque<Bytes>,
+    pub(super) bytes: usize,
+    /// The pong for the most recent ping not yet answered (RFC 6455 §5.5.3 allows
+    /// answering only the latest), so a ping flood cannot grow the queue.
+    pub(super) pong: Option<Bytes>,
+    pub(super) ping: bool,
+    /// A close frame to send after `items`; once set, nothing more is accepted.
+    pub(super) close: Option<Bytes>,
+    pub(super) closing: bool,
+}
+
+impl Shared {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding this lock cannot leave the queue inconsistent (every
+        // critical section is a push or a swap), so a poisoned lock is still usable.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn mask(&self) -> Option<[u8; 4]> {
+        (self.role == Role::Client).then(rand::random)
+    }
+
+    pub(super) fn close_frame(&self, code: CloseCode, reason: &str) -> Bytes {
+        frame::encode_close(code.into(), reason, self.mask())
+    }
+}
+
+/// A cheap, cloneable handle for sending on a connection from any task.
+///
+/// Sending never waits: [`try_send`](Self::try_send) appends to the connection's
+/// bounded queue (or refuses) and wakes the connection, whose task writes everything
+/// queued in one vectored write.
+#[derive(Clone)]
+pub struct Outbound(pub(super) Arc<Shared>);
+
+impl fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outbound")
+            .field("queued_bytes", &self.queued_bytes())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl Outbound {
+    /// Queues a prepared message. Refuses with [`SendError::Full`] when the queue
+    /// already holds `max_queued_bytes` (a message larger than the limit is still
+    /// accepted into an empty queue, so it can be delivered at all), and with
+    /// [`SendError::Closed`] once the connection is closing.
+    pub fn try_send(&self, msg: &PreparedMessage) -> Result<(), SendError> {
+        let s = &self.0;
+        let bits = s
+            .deflate_bits
+            .filter(|_| msg.payload().len() >= s.compression_threshold);
+        // Build (or fetch the shared) frame before taking the lock.
+        let frame = msg.frame_for(bits, s.mask());
+        {
+            let mut q = s.lock();
+            if q.closing {
+                return Err(SendError::Closed);
+            }
+            if q.bytes > 0 && q.bytes + frame.len() > s.max_queued_bytes {
+                return Err(SendError::Full);
+            }
+            q.bytes += frame.len();
+            q.items.push_back(frame);
+        }
+        s.waker.wake();
+        Ok(())
+    }
+
+    /// Starts the closing handshake after everything already queued has been sent.
+    /// Does nothing if the connection is already closing.
+    pub fn close(&self, code: CloseCode, reason: &str) {
+        self.enqueue_close(code, reason, false);
+    }
+
+    /// Starts the closing handshake now, dropping whatever is still queued (for a slow
+    /// consumer, 1013, or a policy violation, 1008).
+    pub fn close_now(&self, code: CloseCode, reason: &str) {
+        self.enqueue_close(code, reason, true);
+    }
+
+    fn enqueue_close(&self, code: CloseCode, reason: &str, discard: bool) {
+        let frame = self.0.close_frame(code, reason);
+        {
+            let mut q = self.0.lock();
+            if q.closing {
+                return;
+            }
+            if discard {
+                q.items = VecDeque::new();
+                q.bytes = 0;
+            }
+            q.close = Some(frame);
+            q.closing = true;
+        }
+        self.0.waker.wake();
+    }
+
+    /// Queues a ping (at most one is pending at a time). Liveness sweeps call this and
+    /// then look at [`last_seen`](Self::last_seen).
+    pub fn ping(&self) {
+        let was = std::mem::replace(&mut self.0.lock().ping, true);
+        if !was {
+            self.0.waker.wake();
+        }
+    }
+
+    /// When the peer last sent anything (any frame, including pongs).
+    pub fn last_seen(&self) -> Instant {
+        clock_start() + Duration::from_millis(self.0.last_seen.load(Ordering::Relaxed))
+    }
+
+    /// Bytes of data frames waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.0.lock().bytes
+    }
+
+    /// Whether the connection is closing or closed (sends are refused).
+    pub fn is_closed(&self) -> bool {
+        self.0.lock().closing
+    }
+
+    /// Whether permessage-deflate was negotiated on this connection.
+    pub fn is_compressed(&self) -> bool {
+        self.0.deflate_bits.is_some()
+    }
+}

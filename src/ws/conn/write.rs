@@ -1,0 +1,136 @@
+//! The write side: queued frames moved into a batch and written with vectored writes
+//! (coalesced into larger buffers for streams without vectored I/O, such as TLS).
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::WebSocket;
+use crate::ws::frame::{self, PING};
+
+/// Most frames written in one vectored write.
+const MAX_IOV: usize = 64;
+/// Without vectored I/O (TLS), frames are copied into one buffer up to this size, so a
+/// burst of small messages becomes one record rather than one each.
+const COALESCE_LIMIT: usize = 64 * 1024;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+    /// Moves queued frames into the write batch.
+    fn refill(&mut self) {
+        let mut q = self.shared.lock();
+        if let Some(pong) = q.pong.take() {
+            self.wbatch.push_back(pong);
+        }
+        if std::mem::take(&mut q.ping) && !q.closing {
+            let ping = frame::encode(PING, false, &[], self.shared.mask());
+            self.wbatch.push_back(ping);
+        }
+        if !q.items.is_empty() {
+            q.bytes = 0;
+            if self.wbatch.is_empty() {
+                std::mem::swap(&mut self.wbatch, &mut q.items);
+            } else {
+                self.wbatch.append(&mut q.items);
+            }
+        }
+        if let Some(close) = q.close.take() {
+            self.wbatch.push_back(close);
+            self.close_in_batch = true;
+        }
+        drop(q);
+        if !self.stream.is_write_vectored() && self.wbatch.len() > 1 {
+            self.coalesce();
+        }
+    }
+
+    /// Copies small frames together so one write (one TLS record) carries many.
+    fn coalesce(&mut self) {
+        let mut out: VecDeque<Bytes> = VecDeque::with_capacity(self.wbatch.len());
+        let mut acc = BytesMut::new();
+        for f in self.wbatch.drain(..) {
+            if acc.len() + f.len() > COALESCE_LIMIT && !acc.is_empty() {
+                out.push_back(acc.split().freeze());
+            }
+            if f.len() >= COALESCE_LIMIT {
+                out.push_back(f);
+            } else {
+                acc.extend_from_slice(&f);
+            }
+        }
+        if !acc.is_empty() {
+            out.push_back(acc.freeze());
+        }
+        self.wbatch = out;
+    }
+
+    /// Writes until everything queued is written and flushed (`Ready`), or the socket
+    /// is full (`Pending`, with the waker registered for writability or new items).
+    pub(super) fn poll_write_side(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if self.write_shut {
+                return Poll::Ready(Ok(()));
+            }
+            if self.wbatch.is_empty() {
+                self.refill();
+            }
+            if !self.wbatch.is_empty() {
+                let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                let mut n = 0;
+                for (i, f) in self.wbatch.iter().take(MAX_IOV).enumerate() {
+                    slices[i] = IoSlice::new(if i == 0 { &f[self.woff..] } else { f });
+                    n += 1;
+                }
+                let written =
+                    ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..n]))?;
+                if written == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.advance_written(written);
+                self.needs_flush = true;
+                continue;
+            }
+            if self.needs_flush {
+                ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
+                self.needs_flush = false;
+                if self.close_in_batch {
+                    self.close_in_batch = false;
+                    self.close_sent = true;
+                }
+                continue;
+            }
+            self.shared.waker.register(cx.waker());
+            // Re-check after registering, so a push that raced the registration is not
+            // missed.
+            let q = self.shared.lock();
+            let more = !q.items.is_empty()
+                || q.pong.is_some()
+                || q.close.is_some()
+                || (q.ping && !q.closing);
+            drop(q);
+            if !more {
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+
+    fn advance_written(&mut self, mut n: usize) {
+        while n > 0 {
+            let first = self.wbatch.front().expect("wrote more than batched").len() - self.woff;
+            if n >= first {
+                n -= first;
+                self.woff = 0;
+                self.wbatch.pop_front();
+            } else {
+                self.woff += n;
+                n = 0;
+            }
+        }
+        if self.wbatch.is_empty() && self.wbatch.capacity() > MAX_IOV {
+            self.wbatch = VecDeque::new();
+        }
+    }
+}
