@@ -1,0 +1,152 @@
+//! The `wshub.v1` wire protocol: the JSON text frames clients and the hub exchange.
+//!
+//! Clients send [`ClientOp`]s, parsed with [`parse_client_op`], which tells every way a
+//! frame can be malformed apart ([`ProtocolViolation`]) and keeps the request `id` when
+//! it could be read, so the hub can answer the request instead of sending a bare error.
+//!
+//! The hub sends server messages built by the `encode_*` functions. They write straight
+//! from borrowed data into one `String`: a room `message` is encoded once per publish
+//! and the same bytes go to every subscriber. [`ServerMsg`] is the owned, parsed form of
+//! those messages, for clients and tests.
+//!
+//! `PROTOCOL.md` at the repository root is the human-readable specification.
+
+mod client;
+mod server;
+mod violation;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use client::{ClientOp, parse_client_op};
+pub(crate) use server::encoded_len;
+pub use server::{
+    ServerMsg, encode_error, encode_message, encode_presence_diff, encode_reply_err,
+    encode_reply_ok, encode_welcome, try_encode_message, try_encode_reply_ok,
+};
+pub use violation::{ProtocolViolation, ViolationKind};
+
+/// The WebSocket subprotocol (`Sec-WebSocket-Protocol`) naming this version of the
+/// protocol. Clients should offer it; a future incompatible version gets a new name.
+pub const SUBPROTOCOL: &str = "wshub.v1";
+
+/// The machine-readable code of an error sent to a client.
+///
+/// Serialized in snake_case (`"bad_request"`); [`ErrorCode::as_str`] gives the same text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame is not a valid op: not JSON, not an object, missing or unknown `op`,
+    /// a missing field or a field of the wrong type. The connection stays open.
+    BadRequest,
+    /// The room does not exist (no namespace matches its name).
+    NotFound,
+    /// The authenticator refused this identity the action on this room.
+    Forbidden,
+    /// The op needs the connection to have joined the room first (`publish`, `leave`,
+    /// `presence`).
+    NotJoined,
+    /// `data` does not match the room's message type.
+    InvalidData,
+    /// The connection sends faster than its rate limit allows; the op was dropped.
+    RateLimited,
+    /// A field is over its size limit (presence meta, message data).
+    TooLarge,
+    /// A `join` while the connection is already in as many rooms as it may be.
+    TooManyRooms,
+    /// A `join` to a room that already has as many connections as it accepts.
+    RoomFull,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::InvalidData => "invalid_data",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::RoomFull => "room_full",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `error` object of a failed reply or of a bare `error` message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, for programs.
+    pub code: ErrorCode,
+    /// What went wrong, for people; not stable, do not match on it.
+    pub message: String,
+}
+
+/// The empty JSON object, the meta of a join that sent none.
+pub(crate) fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+/// (De)serializes a connection id as a decimal string: ids are opaque to clients and
+/// JavaScript numbers lose precision above 2^53.
+pub(crate) mod conn_id_string {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub(crate) fn serialize<S: Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse()
+            .map_err(|_| D::Error::custom("conn_id must be a decimal string"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_serialize_as_their_str() {
+        let all = [
+            ErrorCode::BadRequest,
+            ErrorCode::NotFound,
+            ErrorCode::Forbidden,
+            ErrorCode::NotJoined,
+            ErrorCode::InvalidData,
+            ErrorCode::RateLimited,
+            ErrorCode::TooLarge,
+            ErrorCode::TooManyRooms,
+            ErrorCode::RoomFull,
+        ];
+        for code in all {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(code.to_string(), code.as_str());
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), code);
+        }
+    }
+
+    #[test]
+    fn conn_id_string_rejects_garbage() {
+        assert!(ServerMsg::parse(r#"{"op":"welcome","user":"u","conn_id":"x"}"#).is_err());
+        assert!(ServerMsg::parse(r#"{"op":"welcome","user":"u","conn_id":5}"#).is_err());
+    }
+
+    #[test]
+    fn subprotocol_name() {
+        assert_eq!(SUBPROTOCOL, "wshub.v1");
+    }
+}

@@ -1,0 +1,363 @@
+//! What the hub sends: the `encode_*` functions that write server messages from
+//! borrowed data, and [`ServerMsg`], their owned, parsed form.
+
+use std::io;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{ErrorBody, ErrorCode, conn_id_string};
+use crate::presence::{Presence, PresenceDiff};
+
+/// A server message, parsed: what a client (or a test) reads off the wire.
+///
+/// The hub itself never builds these; it uses the `encode_*` functions, which write the
+/// same JSON without owning or cloning anything.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ServerMsg {
+    /// First message on every connection.
+    Welcome {
+        /// The authenticated user id.
+        user: String,
+        /// This connection's id, the same as `conn_id` in its presence metas. A string
+        /// on the wire: it is opaque, and JavaScript numbers cannot hold every `u64`.
+        #[serde(with = "conn_id_string")]
+        conn_id: u64,
+    },
+    /// The answer to a client op that carried an `id`.
+    Reply {
+        /// The client's request id.
+        id: u64,
+        /// Whether the op succeeded; `data` is set if so, `error` if not.
+        ok: bool,
+        /// The result of a successful op.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<Value>,
+        /// Why the op failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorBody>,
+    },
+    /// A message published to a room the connection joined.
+    Message {
+        /// The room it was published to.
+        room: String,
+        /// The publisher's user id; `None` (`null`) for a message the application
+        /// published from the server.
+        from: Option<String>,
+        /// The payload.
+        data: Value,
+    },
+    /// Users who came into or left a room's presence.
+    PresenceDiff {
+        /// The room.
+        room: String,
+        /// Users whose first connection joined, with that connection's meta.
+        joins: Presence,
+        /// Users whose last connection left, with that connection's meta.
+        leaves: Presence,
+    },
+    /// An error that answers no request (a frame without a usable `id`).
+    Error {
+        /// What went wrong.
+        error: ErrorBody,
+    },
+}
+
+impl ServerMsg {
+    /// Parses one server text frame.
+    pub fn parse(text: &str) -> Result<ServerMsg, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+/// Encodes a room `message` from user `from` (`None`: from the server, `"from": null`).
+/// The hub calls this once per publish and sends the same string to every subscriber.
+pub fn encode_message(room: &str, from: Option<&str>, data: &Value) -> String {
+    infallible(try_encode_message(room, from, data))
+}
+
+/// Like [`encode_message`] for any `Serialize` payload, so a typed room can encode its
+/// message type directly instead of going through a [`Value`] first. Fails only if the
+/// payload's `Serialize` impl does (a map with non-string keys, a custom error).
+pub fn try_encode_message<T: Serialize + ?Sized>(
+    room: &str,
+    from: Option<&str>,
+    data: &T,
+) -> serde_json::Result<String> {
+    #[derive(Serialize)]
+    struct Out<'a, T: ?Sized> {
+        op: &'static str,
+        room: &'a str,
+        from: Option<&'a str>,
+        data: &'a T,
+    }
+    serde_json::to_string(&Out {
+        op: "message",
+        room,
+        from,
+        data,
+    })
+}
+
+/// Encodes a successful `reply` to request `id`.
+pub fn encode_reply_ok(id: u64, data: &Value) -> String {
+    infallible(try_encode_reply_ok(id, data))
+}
+
+/// Like [`encode_reply_ok`] for any `Serialize` payload, so the hub can encode a reply
+/// (a join's presence snapshot, say) from borrowed data without building a [`Value`].
+pub fn try_encode_reply_ok<T: Serialize + ?Sized>(id: u64, data: &T) -> serde_json::Result<String> {
+    #[derive(Serialize)]
+    struct Out<'a, T: ?Sized> {
+        op: &'static str,
+        id: u64,
+        ok: bool,
+        data: &'a T,
+    }
+    serde_json::to_string(&Out {
+        op: "reply",
+        id,
+        ok: true,
+        data,
+    })
+}
+
+#[derive(Serialize)]
+struct ErrorRef<'a> {
+    code: ErrorCode,
+    message: &'a str,
+}
+
+/// Encodes a failed `reply` to request `id`.
+pub fn encode_reply_err(id: u64, code: ErrorCode, message: &str) -> String {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        op: &'static str,
+        id: u64,
+        ok: bool,
+        error: ErrorRef<'a>,
+    }
+    infallible(serde_json::to_string(&Out {
+        op: "reply",
+        id,
+        ok: false,
+        error: ErrorRef { code, message },
+    }))
+}
+
+/// Encodes a bare `error`, for a failure that answers no request.
+pub fn encode_error(code: ErrorCode, message: &str) -> String {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        op: &'static str,
+        error: ErrorRef<'a>,
+    }
+    infallible(serde_json::to_string(&Out {
+        op: "error",
+        error: ErrorRef { code, message },
+    }))
+}
+
+/// Encodes the `welcome` sent first on every connection.
+pub fn encode_welcome(user: &str, conn_id: u64) -> String {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        op: &'static str,
+        user: &'a str,
+        #[serde(with = "conn_id_string")]
+        conn_id: u64,
+    }
+    infallible(serde_json::to_string(&Out {
+        op: "welcome",
+        user,
+        conn_id,
+    }))
+}
+
+/// Encodes a `presence_diff` for `room`, once per change, shared by every subscriber.
+pub fn encode_presence_diff(room: &str, diff: &PresenceDiff) -> String {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        op: &'static str,
+        room: &'a str,
+        joins: &'a Presence,
+        leaves: &'a Presence,
+    }
+    infallible(serde_json::to_string(&Out {
+        op: "presence_diff",
+        room,
+        joins: &diff.joins,
+        leaves: &diff.leaves,
+    }))
+}
+
+/// Unwraps the result of encoding strings, integers and [`Value`]s, which cannot fail:
+/// `Value` maps only have string keys and nothing here has a fallible `Serialize`.
+fn infallible(result: serde_json::Result<String>) -> String {
+    result.expect("serializing strings, integers and serde_json::Value cannot fail")
+}
+
+/// The number of bytes `value` takes once serialized, computed without allocating: the
+/// hub bounds presence metas and payloads with it.
+pub(crate) fn encoded_len(value: &Value) -> usize {
+    struct Counter(usize);
+    impl io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing a `Value` into a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::presence::RoomPresence;
+
+    #[test]
+    fn encoders_write_the_documented_shapes() {
+        assert_eq!(
+            encode_message("r", Some("ann"), &json!({"text": "hi \"you\""})),
+            r#"{"op":"message","room":"r","from":"ann","data":{"text":"hi \"you\""}}"#
+        );
+        assert_eq!(
+            encode_message("news:1", None, &json!(1)),
+            r#"{"op":"message","room":"news:1","from":null,"data":1}"#
+        );
+        assert_eq!(
+            encode_reply_ok(3, &json!({})),
+            r#"{"op":"reply","id":3,"ok":true,"data":{}}"#
+        );
+        assert_eq!(
+            encode_reply_err(4, ErrorCode::NotJoined, "join the room first"),
+            r#"{"op":"reply","id":4,"ok":false,"error":{"code":"not_joined","message":"join the room first"}}"#
+        );
+        assert_eq!(
+            encode_error(ErrorCode::RateLimited, "slow down"),
+            r#"{"op":"error","error":{"code":"rate_limited","message":"slow down"}}"#
+        );
+        assert_eq!(
+            encode_welcome("ann", u64::MAX),
+            r#"{"op":"welcome","user":"ann","conn_id":"18446744073709551615"}"#
+        );
+    }
+
+    #[test]
+    fn encoders_round_trip_through_server_msg() {
+        let data = json!({"n": [1, 2, {"deep": null}], "s": "\u{1F980}\n"});
+        assert_eq!(
+            ServerMsg::parse(&encode_message("room/1", Some("u\"1"), &data)).unwrap(),
+            ServerMsg::Message {
+                room: "room/1".into(),
+                from: Some("u\"1".into()),
+                data: data.clone()
+            }
+        );
+        assert_eq!(
+            ServerMsg::parse(&encode_message("news:1", None, &data)).unwrap(),
+            ServerMsg::Message {
+                room: "news:1".into(),
+                from: None,
+                data: data.clone()
+            }
+        );
+        assert_eq!(
+            ServerMsg::parse(&encode_reply_ok(1, &data)).unwrap(),
+            ServerMsg::Reply {
+                id: 1,
+                ok: true,
+                data: Some(data.clone()),
+                error: None
+            }
+        );
+        assert_eq!(
+            ServerMsg::parse(&encode_error(ErrorCode::TooLarge, "meta")).unwrap(),
+            ServerMsg::Error {
+                error: ErrorBody {
+                    code: ErrorCode::TooLarge,
+                    message: "meta".into()
+                }
+            }
+        );
+        assert_eq!(
+            ServerMsg::parse(&encode_welcome("ann", 42)).unwrap(),
+            ServerMsg::Welcome {
+                user: "ann".into(),
+                conn_id: 42
+            }
+        );
+        // And the owned form serializes to what the encoders write.
+        let msg = ServerMsg::Message {
+            room: "r".into(),
+            from: Some("f".into()),
+            data: data.clone(),
+        };
+        assert_eq!(
+            serde_json::to_string(&msg).unwrap(),
+            encode_message("r", Some("f"), &data)
+        );
+    }
+
+    #[test]
+    fn presence_diff_round_trips() {
+        let mut room = RoomPresence::default();
+        let diff = room.join("ann", 7, json!({"status": "online"})).unwrap();
+        let text = encode_presence_diff("lobby", &diff);
+        assert_eq!(
+            text,
+            r#"{"op":"presence_diff","room":"lobby","joins":{"ann":{"metas":[{"conn_id":"7","meta":{"status":"online"}}]}},"leaves":{}}"#
+        );
+        assert_eq!(
+            ServerMsg::parse(&text).unwrap(),
+            ServerMsg::PresenceDiff {
+                room: "lobby".into(),
+                joins: diff.joins.clone(),
+                leaves: diff.leaves.clone()
+            }
+        );
+        // A join reply carries the snapshot under `presence`, encoded from borrowed data.
+        let reply = try_encode_reply_ok(1, &json!({"presence": room.snapshot()})).unwrap();
+        assert_eq!(
+            reply,
+            r#"{"op":"reply","id":1,"ok":true,"data":{"presence":{"ann":{"metas":[{"conn_id":"7","meta":{"status":"online"}}]}}}}"#
+        );
+    }
+
+    #[test]
+    fn typed_payloads_encode_without_a_value() {
+        #[derive(Serialize)]
+        struct Chat<'a> {
+            text: &'a str,
+        }
+        assert_eq!(
+            try_encode_message("r", Some("f"), &Chat { text: "hi" }).unwrap(),
+            encode_message("r", Some("f"), &json!({"text": "hi"}))
+        );
+        // A payload whose Serialize fails is an error, not a panic.
+        let mut bad = std::collections::HashMap::new();
+        bad.insert((1, 2), 3);
+        assert!(try_encode_message("r", Some("f"), &bad).is_err());
+    }
+
+    #[test]
+    fn encoded_len_matches_serialization() {
+        for v in [
+            json!(null),
+            json!({}),
+            json!({"a": [1, 2.5, "é\"\n"], "b": {"c": true}}),
+        ] {
+            assert_eq!(encoded_len(&v), serde_json::to_string(&v).unwrap().len());
+        }
+    }
+}
