@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 /// Set in the environment of the re-executed server process.
 const ROLE_ENV: &str = "WSHUB_IDLE_ROLE";
 const ROLE_WSHUB_SERVER: &str = "wshub-server";
+const ROLE_WSHUB_HUB: &str = "wshub-hub";
 /// Number of connections to open.
 const CONNS_ENV: &str = "WSHUB_IDLE_CONNS";
 const DEFAULT_CONNS: usize = 10_000;
@@ -57,9 +58,10 @@ process.stdin.resume();
 "#;
 
 fn main() {
-    if std::env::var(ROLE_ENV).as_deref() == Ok(ROLE_WSHUB_SERVER) {
-        wshub_server();
-        return;
+    match std::env::var(ROLE_ENV).as_deref() {
+        Ok(ROLE_WSHUB_SERVER) => return wshub_server(false),
+        Ok(ROLE_WSHUB_HUB) => return wshub_server(true),
+        _ => {}
     }
     // `cargo bench` passes `--bench`; `cargo test --benches` does not: then only say so,
     // instead of opening thousands of connections in a test run.
@@ -83,14 +85,23 @@ fn main() {
     let mut results = Vec::new();
 
     let exe = std::env::current_exe().expect("current exe");
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new(&exe);
     cmd.env(ROLE_ENV, ROLE_WSHUB_SERVER);
-    results.push(measure("wshub (examples/echo.rs)", cmd, conns));
+    results.push(measure("wshub (examples/echo.rs)", cmd, conns, echo_check));
 
+    let mut node = None;
     match node_command() {
-        Ok(cmd) => results.push(measure("Node ws (default options)", cmd, conns)),
+        Ok(cmd) => node = Some(measure("Node ws (default options)", cmd, conns, echo_check)),
         Err(why) => println!("\nNode ws: skipped ({why})"),
     }
+
+    // The hub holds more per connection than the bare engine (its registry entry, rate
+    // limiter, session state): measured the same way, each connection idle after its
+    // welcome.
+    let mut cmd = Command::new(&exe);
+    cmd.env(ROLE_ENV, ROLE_WSHUB_HUB);
+    results.push(measure("wshub Hub (wshub.v1)", cmd, conns, welcome_check));
+    results.extend(node);
 
     println!("\n=== idle memory per connection ({conns} connections) ===");
     println!(
@@ -109,7 +120,7 @@ fn main() {
             if r.deflate { "yes" } else { "no" },
         );
     }
-    if let [wshub, node] = &results[..] {
+    if let [wshub, _hub, node] = &results[..] {
         println!(
             "Node ws / wshub per connection: {:.1}x (marginal: {:.1}x)",
             node.per_conn_kib() / wshub.per_conn_kib(),
@@ -128,10 +139,11 @@ fn main() {
     );
 }
 
-/// The re-executed server process: the echo example's server on 127.0.0.1:0, in the
-/// runtime `#[tokio::main]` gives the example. Prints `PORT <n>`; exits when stdin
-/// closes (the parent finished or died).
-fn wshub_server() {
+/// The re-executed server process, on 127.0.0.1:0 in a multi-threaded runtime: the echo
+/// example's server, or (`hub`) a `Hub` with default settings but connection limits
+/// raised for the test. Prints `PORT <n>`; exits when stdin closes (the parent finished
+/// or died).
+fn wshub_server(hub: bool) {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -145,7 +157,17 @@ fn wshub_server() {
             while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
             std::process::exit(0);
         });
-        echo_example::serve(listener, true).await;
+        if hub {
+            let hub = wshub::Hub::builder()
+                .configure(|c| {
+                    c.max_connections = 20_000;
+                    c.max_connections_per_ip = 20_000;
+                })
+                .build();
+            let _ = hub.serve(listener).await;
+        } else {
+            echo_example::serve(listener, true).await;
+        }
     });
 }
 
@@ -330,7 +352,26 @@ fn echo_check(stream: &mut TcpStream) {
     assert_eq!(&reply, b"\x81\x05hello", "unexpected echo");
 }
 
-fn measure(name: &'static str, cmd: Command, conns: usize) -> Measured {
+/// Reads the hub's `welcome` (one unmasked text frame) on `stream`, to check the server
+/// really speaks `wshub.v1` before measuring it.
+fn welcome_check(stream: &mut TcpStream) {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).expect("welcome header");
+    assert_eq!(head[0], 0x81, "expected one text frame");
+    let len = usize::from(head[1] & 0x7F);
+    assert!(len < 126, "short welcome expected");
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).expect("welcome body");
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("\"welcome\""), "unexpected first message {text}");
+}
+
+fn measure(
+    name: &'static str,
+    cmd: Command,
+    conns: usize,
+    check: fn(&mut TcpStream),
+) -> Measured {
     println!("\n--- {name} ---");
     let server = Server::start(cmd);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port));
@@ -342,7 +383,7 @@ fn measure(name: &'static str, cmd: Command, conns: usize) -> Measured {
     let mut streams = Vec::with_capacity(conns);
     let start = Instant::now();
     let (mut first, deflate) = open_ws(addr);
-    echo_check(&mut first);
+    check(&mut first);
     streams.push(first);
     while streams.len() < half {
         streams.push(open_ws(addr).0);
