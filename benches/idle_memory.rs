@@ -363,15 +363,13 @@ fn welcome_check(stream: &mut TcpStream) {
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).expect("welcome body");
     let text = String::from_utf8_lossy(&body);
-    assert!(text.contains("\"welcome\""), "unexpected first message {text}");
+    assert!(
+        text.contains("\"welcome\""),
+        "unexpected first message {text}"
+    );
 }
 
-fn measure(
-    name: &'static str,
-    cmd: Command,
-    conns: usize,
-    check: fn(&mut TcpStream),
-) -> Measured {
+fn measure(name: &'static str, cmd: Command, conns: usize, check: fn(&mut TcpStream)) -> Measured {
     println!("\n--- {name} ---");
     let server = Server::start(cmd);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port));
