@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::hub::{ConnEntry, Hub};
 use crate::protocol::{self, ClientOp, ErrorCode};
 use crate::room::PublishContext;
-use crate::ws::{CloseCode, Message, Outbound, PreparedMessage, SendError, WebSocket};
+use crate::ws::{CloseCode, Message, Outbound, SendError, WebSocket};
 
 /// A token bucket with no timer: tokens are topped up from the elapsed time whenever a
 /// message arrives.
@@ -136,10 +136,7 @@ impl Session {
     /// Queues a message to this connection; one that cannot keep up with its own
     /// replies is a slow consumer like any other.
     fn send_text(&self, text: String) {
-        let msg = PreparedMessage::with_compression_level(
-            Message::text(text),
-            self.hub.config().compression_level,
-        );
+        let msg = self.hub.prepare(text);
         if let Err(SendError::Full) = self.out().try_send(&msg) {
             self.hub.close_slow_consumer(self.entry.id, self.out());
         }

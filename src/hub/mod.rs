@@ -18,7 +18,7 @@ pub use config::HubConfig;
 use crate::auth::{Action, AllowAnonymous, Authenticator, DynAuthenticator, Identity};
 use crate::reaper::Reaper;
 use crate::room::{ErasedNamespace, Namespace, Room, RoomMessage, RoomState};
-use crate::ws::{CloseCode, Outbound};
+use crate::ws::{CloseCode, Message, Outbound, PreparedMessage};
 
 /// Why [`Hub::room`] returned no room.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -249,6 +249,15 @@ impl Hub {
             });
         }
         Ok(Room::new(self.clone(), self.room_state(name, ns)))
+    }
+
+    /// Prepares one server message (JSON text) for any number of connections, at the
+    /// hub's compression level.
+    pub(crate) fn prepare(&self, text: String) -> PreparedMessage {
+        PreparedMessage::with_compression_level(
+            Message::text(text),
+            self.0.config.compression_level,
+        )
     }
 
     /// Counters.

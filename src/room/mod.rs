@@ -17,7 +17,7 @@ pub use namespace::{Namespace, NamespaceOptions, PublishContext, Refusal, RoomMe
 use crate::hub::Hub;
 use crate::presence::{Presence, PresenceDiff, RoomPresence};
 use crate::protocol;
-use crate::ws::{Message, Outbound, PreparedMessage, SendError};
+use crate::ws::{Outbound, PreparedMessage, SendError};
 
 /// Encodes `msg` once, queues it for every member, and hands it to server-side
 /// subscribers. Returns how many connections it was queued for.
@@ -28,10 +28,7 @@ pub(crate) fn publish_typed<M: RoomMessage>(
     msg: M,
 ) -> serde_json::Result<usize> {
     let text = protocol::try_encode_message(&room.name, from, &msg)?;
-    let prepared = PreparedMessage::with_compression_level(
-        Message::text(text),
-        hub.config().compression_level,
-    );
+    let prepared = hub.prepare(text);
     let delivered = room.broadcast(hub, &prepared);
     if let Some(tx) = room.typed_tx.get()
         && let Some(tx) = tx.downcast_ref::<broadcast::Sender<Delivery<M>>>()
@@ -126,10 +123,7 @@ impl RoomState {
     /// Sends a presence diff to every member (call with the presence lock held).
     pub(crate) fn broadcast_diff(&self, hub: &Hub, diff: &PresenceDiff) {
         let text = protocol::encode_presence_diff(&self.name, diff);
-        let prepared = PreparedMessage::with_compression_level(
-            Message::text(text),
-            hub.config().compression_level,
-        );
+        let prepared = hub.prepare(text);
         self.broadcast(hub, &prepared);
     }
 

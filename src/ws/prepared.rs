@@ -15,9 +15,11 @@ const WINDOWS: usize = 7;
 
 /// A message framed once, whose bytes any number of connections send without copying.
 ///
-/// The uncompressed frame is built when the message is prepared. The compressed frame
-/// is built the first time a connection that negotiated permessage-deflate sends it, and
-/// then shared: compressing one broadcast costs the same for 1 or 10,000 receivers.
+/// Each variant is built the first time a connection needs it and then shared: the
+/// uncompressed frame for connections without permessage-deflate, the compressed one
+/// for those with it (per negotiated window). Compressing one broadcast costs the same
+/// for 1 or 10,000 receivers, and a message only compressed receivers get is never
+/// framed uncompressed.
 /// Cloning is a reference-count increment.
 ///
 /// ```
@@ -33,8 +35,8 @@ struct Inner {
     opcode: OpCode,
     payload: Bytes,
     level: u32,
-    /// Server-role frame, unmasked and uncompressed.
-    plain: Bytes,
+    /// Server-role frame, unmasked and uncompressed, built on first use.
+    plain: OnceLock<Bytes>,
     /// Compressed server-role frame per window size (index = bits - 9); `None` inside
     /// when compression would not make the message smaller.
     deflated: [OnceLock<Option<Bytes>>; WINDOWS],
@@ -61,12 +63,11 @@ impl PreparedMessage {
             Message::Text(t) => (TEXT, Bytes::from(t)),
             Message::Binary(b) => (BINARY, b),
         };
-        let plain = frame::encode(opcode, false, &payload, None);
         PreparedMessage(Arc::new(Inner {
             opcode,
             payload,
             level: level.min(9),
-            plain,
+            plain: OnceLock::new(),
             deflated: Default::default(),
         }))
     }
@@ -84,7 +85,9 @@ impl PreparedMessage {
     /// The uncompressed, unmasked frame (what a server sends to a peer without
     /// compression).
     pub fn plain_frame(&self) -> &Bytes {
-        &self.0.plain
+        self.0
+            .plain
+            .get_or_init(|| frame::encode(self.0.opcode, false, &self.0.payload, None))
     }
 
     /// The compressed server frame for a peer whose server window is `window_bits`,
@@ -109,7 +112,7 @@ impl PreparedMessage {
         let framed = deflate_bits.and_then(|bits| self.deflated_frame(bits));
         match (framed, mask) {
             (Some(f), None) => f.clone(),
-            (None, None) => self.0.plain.clone(),
+            (None, None) => self.plain_frame().clone(),
             (Some(f), Some(mask)) => {
                 let head = frame::parse_head(f)
                     .ok()
@@ -144,6 +147,18 @@ mod tests {
         let plain = msg.frame_for(None, None);
         assert_eq!(plain.as_ptr(), msg.plain_frame().as_ptr());
         assert_eq!(plain[0], 0x81);
+    }
+
+    #[test]
+    fn plain_frame_is_built_only_when_needed() {
+        let msg = PreparedMessage::new(Message::text("abc ".repeat(1000)));
+        msg.frame_for(Some(15), None);
+        assert!(
+            msg.0.plain.get().is_none(),
+            "only compressed receivers so far"
+        );
+        assert_eq!(msg.frame_for(None, None)[0], 0x81);
+        assert!(msg.0.plain.get().is_some());
     }
 
     #[test]

@@ -180,19 +180,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// permessage-deflate was negotiated.
     pub async fn send(&mut self, msg: Message) -> Result<()> {
         let prepared = PreparedMessage::with_compression_level(msg, self.config.compression_level);
-        let s = &self.shared;
-        let bits = s
-            .deflate_bits
-            .filter(|_| prepared.payload().len() >= s.compression_threshold);
-        let frame = prepared.frame_for(bits, s.mask());
-        {
-            let mut q = s.lock();
-            if q.closing {
-                return Err(Error::ConnectionClosed);
-            }
-            q.bytes += frame.len();
-            q.items.push_back(frame);
-        }
+        self.shared
+            .enqueue(&prepared, false)
+            .map_err(|_| Error::ConnectionClosed)?;
         self.flush().await
     }
 

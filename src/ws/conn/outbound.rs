@@ -83,6 +83,28 @@ impl Shared {
         (self.role == Role::Client).then(rand::random)
     }
 
+    /// Appends `msg`'s frame for this connection (compressed when negotiated and worth
+    /// it; masked in the client role). `bounded`: refuse with [`SendError::Full`] when
+    /// the queue already holds `max_queued_bytes` (a message larger than the limit is
+    /// still accepted into an empty queue, so it can be delivered at all).
+    pub(super) fn enqueue(&self, msg: &PreparedMessage, bounded: bool) -> Result<(), SendError> {
+        let bits = self
+            .deflate_bits
+            .filter(|_| msg.payload().len() >= self.compression_threshold);
+        // Build (or fetch the shared) frame before taking the lock.
+        let frame = msg.frame_for(bits, self.mask());
+        let mut q = self.lock();
+        if q.closing {
+            return Err(SendError::Closed);
+        }
+        if bounded && q.bytes > 0 && q.bytes + frame.len() > self.max_queued_bytes {
+            return Err(SendError::Full);
+        }
+        q.bytes += frame.len();
+        q.items.push_back(frame);
+        Ok(())
+    }
+
     pub(super) fn close_frame(&self, code: CloseCode, reason: &str) -> Bytes {
         frame::encode_close(code.into(), reason, self.mask())
     }
@@ -111,24 +133,8 @@ impl Outbound {
     /// accepted into an empty queue, so it can be delivered at all), and with
     /// [`SendError::Closed`] once the connection is closing.
     pub fn try_send(&self, msg: &PreparedMessage) -> Result<(), SendError> {
-        let s = &self.0;
-        let bits = s
-            .deflate_bits
-            .filter(|_| msg.payload().len() >= s.compression_threshold);
-        // Build (or fetch the shared) frame before taking the lock.
-        let frame = msg.frame_for(bits, s.mask());
-        {
-            let mut q = s.lock();
-            if q.closing {
-                return Err(SendError::Closed);
-            }
-            if q.bytes > 0 && q.bytes + frame.len() > s.max_queued_bytes {
-                return Err(SendError::Full);
-            }
-            q.bytes += frame.len();
-            q.items.push_back(frame);
-        }
-        s.waker.wake();
+        self.0.enqueue(msg, true)?;
+        self.0.waker.wake();
         Ok(())
     }
 
