@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::net::ip::AddrGrouping;
 use crate::ws::handshake::OriginPolicy;
 
 /// Limits and timings of a hub. Every limit has a default; none is unbounded.
@@ -57,6 +58,11 @@ pub struct HubConfig {
     /// clients) are allowed by [`OriginPolicy::AllowList`]. Default:
     /// [`OriginPolicy::Any`].
     pub origin: OriginPolicy,
+    /// Which client addresses count as one host and as one network for the per-host
+    /// and per-network limits (IPv6 hosts by /64, networks by IPv4 /24 and IPv6 /48;
+    /// IPv4-mapped IPv6 addresses are their IPv4 host). Default:
+    /// [`AddrGrouping::default`].
+    pub addr_grouping: AddrGrouping,
 }
 
 impl Default for HubConfig {
@@ -78,6 +84,7 @@ impl Default for HubConfig {
             compression_level: 1,
             compression: true,
             origin: OriginPolicy::Any,
+            addr_grouping: AddrGrouping::default(),
         }
     }
 }
