@@ -88,6 +88,7 @@ mod hub;
 mod net;
 mod presence;
 pub mod protocol;
+mod rate;
 mod reaper;
 mod room;
 mod server;
@@ -98,7 +99,7 @@ pub mod ws;
 
 pub use auth::{Action, AllowAnonymous, AuthRejection, AuthRequest, Authenticator, Identity};
 pub use error::{Error, Result};
-pub use hub::{Hub, HubBuilder, HubConfig, HubStats, RoomError};
+pub use hub::{Hub, HubBuilder, HubConfig, HubStats, RoomError, default_room_name_char};
 pub use net::ip::AddrGrouping;
 pub use presence::{Presence, PresenceDiff, PresenceMeta};
 pub use room::{

@@ -5,50 +5,15 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::auth::{Action, Identity};
 use crate::error::Error;
 use crate::hub::{ConnEntry, Hub};
-use crate::protocol::{self, ClientOp, ErrorCode};
+use crate::protocol::{self, ClientOp, ErrorCode, quote};
+use crate::rate::{SharedBucket, TokenBucket};
 use crate::room::PublishContext;
 use crate::ws::{CloseCode, Message, Outbound, SendError, WebSocket};
-
-/// A token bucket with no timer: tokens are topped up from the elapsed time whenever a
-/// message arrives.
-#[derive(Debug)]
-pub(crate) struct TokenBucket {
-    tokens: f64,
-    last: Instant,
-    rate: f64,
-    burst: f64,
-}
-
-impl TokenBucket {
-    pub(crate) fn new(rate: f64, burst: f64) -> Self {
-        TokenBucket {
-            tokens: burst,
-            last: Instant::now(),
-            rate,
-            burst,
-        }
-    }
-
-    /// Takes one token if there is one.
-    pub(crate) fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// An error reply: code and message.
 type OpError = (ErrorCode, String);
@@ -90,10 +55,14 @@ async fn serve<S>(
     // handshake's grace period.
     let on_error = hub.clone();
     ws.on_error_close(move || on_error.disconnect(conn_id));
+    let config = hub.config();
     let mut session = Session {
         hub: hub.clone(),
         entry: entry.clone(),
-        bucket: TokenBucket::new(hub.config().rate_per_second, hub.config().rate_burst),
+        bucket: TokenBucket::new(config.rate_per_second, config.rate_burst),
+        user_bucket: hub.user_bucket(&entry.identity.user_id),
+        host_bucket: peer.map(|p| hub.host_bucket(p.ip())),
+        membership: TokenBucket::new(config.membership_rate_per_second, config.membership_burst),
         strikes: 0,
     };
     session.send_text(protocol::encode_welcome(&entry.identity.user_id, conn_id));
@@ -113,6 +82,8 @@ async fn serve<S>(
     // Rooms joined after a disconnect from another task (slow consumer, reaper) are
     // left here; nothing else adds rooms once this task ends.
     hub.leave_all(&entry);
+    drop(session);
+    hub.release_rate_limits(&entry.identity.user_id, peer.map(|p| p.ip()));
     match result {
         Ok(()) => tracing::debug!("closed"),
         Err(Error::Protocol(e)) => tracing::debug!(error = %e, "closed: protocol error"),
@@ -123,7 +94,15 @@ async fn serve<S>(
 struct Session {
     hub: Hub,
     entry: Arc<ConnEntry>,
+    /// This connection's message rate limit.
     bucket: TokenBucket,
+    /// The limit shared by every connection of this user.
+    user_bucket: Arc<SharedBucket>,
+    /// The limit shared by every connection from this host (none without a peer
+    /// address, e.g. `serve_stream` over a pipe).
+    host_bucket: Option<Arc<SharedBucket>>,
+    /// This connection's limit on joins and leaves (what presence announces).
+    membership: TokenBucket,
     /// Rate-limited messages in a row.
     strikes: u32,
 }
@@ -152,8 +131,20 @@ impl Session {
         self.send_text(text);
     }
 
+    /// Takes a token from each rate limit the message counts against: this
+    /// connection's, its user's and its host's.
+    fn admit_message(&mut self) -> bool {
+        self.bucket.take()
+            && self.user_bucket.lock().take()
+            && self.host_bucket.as_ref().is_none_or(|b| b.lock().take())
+    }
+
     fn handle(&mut self, msg: Message) {
-        if !self.bucket.take() {
+        if self.out().is_closed() {
+            // Closing (flood, slow consumer, expiry): input is no longer served.
+            return;
+        }
+        if !self.admit_message() {
             self.strikes += 1;
             if self.strikes >= self.hub.config().flood_limit {
                 tracing::info!(conn_id = self.entry.id, "flooding: closing (1008)");
@@ -189,8 +180,29 @@ impl Session {
             }
         };
         let id = op.id();
+        if let Err(e) = self.check_room_name(op.room()) {
+            self.reply(id, Err(e));
+            return;
+        }
+        if matches!(op, ClientOp::Join { .. } | ClientOp::Leave { .. }) && !self.membership.take() {
+            let limit = self.hub.config().membership_rate_per_second;
+            self.reply(
+                id,
+                Err(err(
+                    ErrorCode::RateLimited,
+                    format!("too many joins and leaves: at most {limit} per second"),
+                )),
+            );
+            return;
+        }
         let result = match op {
-            ClientOp::Join { room, meta, .. } => self.join(&room, meta),
+            ClientOp::Join { room, meta, id } => {
+                // Answered by `join` itself, under the room's presence lock.
+                if let Err(e) = self.join(&room, meta, id) {
+                    self.reply(Some(id), Err(e));
+                }
+                return;
+            }
             ClientOp::Leave { room, .. } => self.leave(&room),
             ClientOp::Publish {
                 room,
@@ -198,7 +210,12 @@ impl Session {
                 ephemeral,
                 ..
             } => self.publish(&room, data, ephemeral),
-            ClientOp::Presence { room, .. } => self.presence(&room),
+            ClientOp::Presence { room, id } => {
+                if let Err(e) = self.presence(&room, id) {
+                    self.reply(Some(id), Err(e));
+                }
+                return;
+            }
             #[allow(unreachable_patterns)]
             other => Err(err(
                 ErrorCode::BadRequest,
@@ -208,36 +225,57 @@ impl Session {
         self.reply(id, result);
     }
 
-    fn join(&mut self, room: &str, meta: Option<Value>) -> Result<Value, OpError> {
+    /// Refuses room names over the length limit or with characters the hub does not
+    /// allow, quoting at most a short prefix of the name.
+    fn check_room_name(&self, room: &str) -> Result<(), OpError> {
+        let config = self.hub.config();
+        if room.len() > config.max_room_name_len {
+            return Err(err(
+                ErrorCode::BadRequest,
+                format!(
+                    "room name {} is {} bytes, the limit is {}",
+                    quote(room),
+                    room.len(),
+                    config.max_room_name_len
+                ),
+            ));
+        }
+        if let Some(c) = room.chars().find(|&c| !(config.room_name_chars)(c)) {
+            return Err(err(
+                ErrorCode::BadRequest,
+                format!(
+                    "room name {} contains U+{:04X}, not allowed in room names",
+                    quote(room),
+                    u32::from(c)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Joins `room` and queues the reply (with the presence snapshot) itself, under
+    /// the room's presence lock, so no presence diff taken after the snapshot can
+    /// reach this connection before it.
+    fn join(&mut self, room: &str, meta: Option<Value>, id: u64) -> Result<(), OpError> {
         let hub = &self.hub;
-        let ns = hub
-            .namespace_of(room)
-            .ok_or_else(|| err(ErrorCode::NotFound, format!("no such room: {room}")))?;
+        let ns = hub.namespace_of(room).ok_or_else(|| {
+            err(
+                ErrorCode::NotFound,
+                format!("no such room: {}", quote(room)),
+            )
+        })?;
         let identity = &self.entry.identity;
         if !hub.authorize(identity, room, Action::Join) {
             return Err(err(
                 ErrorCode::Forbidden,
-                format!("not allowed to join {room}"),
+                format!("not allowed to join {}", quote(room)),
             ));
         }
         let meta = meta.unwrap_or_else(|| json!({}));
-        let meta_len = protocol::encoded_len(&meta);
-        if meta_len > hub.config().max_presence_meta {
-            return Err(err(
-                ErrorCode::TooLarge,
-                format!(
-                    "presence meta is {meta_len} bytes, the limit is {}",
-                    hub.config().max_presence_meta
-                ),
-            ));
-        }
-        {
+        check_meta(&meta, hub.config().max_presence_meta)?;
+        let existing = {
             let rooms = self.entry.rooms();
-            if let Some(state) = rooms.get(room) {
-                // Joining twice is harmless: answer with the current presence.
-                return Ok(json!({ "presence": state.snapshot() }));
-            }
-            if rooms.len() >= hub.config().max_rooms_per_connection {
+            if rooms.len() >= hub.config().max_rooms_per_connection && !rooms.contains_key(room) {
                 return Err(err(
                     ErrorCode::TooManyRooms,
                     format!(
@@ -246,34 +284,43 @@ impl Session {
                     ),
                 ));
             }
+            rooms.get(room).cloned()
+        };
+        if let Some(state) = existing {
+            // Joining twice is harmless: answer with the current presence.
+            let mut presence = state.presence_lock();
+            let snapshot = presence.snapshot_for_member(&self.entry.identity.user_id);
+            self.reply(Some(id), Ok(json!({ "presence": snapshot })));
+            return Ok(());
         }
         let state = hub.room_state(room, ns.clone());
         let options = ns.options();
-        let snapshot = {
+        let announced = {
             let mut presence = state.presence_lock();
             {
                 let mut members = state.members_mut();
                 if members.conns.len() >= options.max_subscribers {
-                    return Err(err(ErrorCode::RoomFull, format!("{room} is full")));
+                    return Err(err(ErrorCode::RoomFull, format!("{} is full", quote(room))));
                 }
                 members
                     .conns
                     .insert(self.entry.id, self.entry.outbound.clone());
             }
             if options.presence {
-                if let Some(diff) = presence.join(&identity.user_id, self.entry.id, meta) {
-                    state.broadcast_diff(hub, &diff);
-                }
-                Some(presence.snapshot())
+                let announced = presence.join(&identity.user_id, self.entry.id, meta);
+                let snapshot = presence.snapshot_for_member(&identity.user_id);
+                self.reply(Some(id), Ok(json!({ "presence": snapshot })));
+                announced
             } else {
-                None
+                self.reply(Some(id), Ok(json!({})));
+                false
             }
         };
-        self.entry.rooms().insert(state.name.clone(), state);
-        Ok(match snapshot {
-            Some(p) => json!({ "presence": p }),
-            None => json!({}),
-        })
+        self.entry.rooms().insert(state.name.clone(), state.clone());
+        if announced {
+            hub.presence_changed(&state);
+        }
+        Ok(())
     }
 
     fn leave(&mut self, room: &str) -> Result<Value, OpError> {
@@ -281,7 +328,7 @@ impl Session {
             .entry
             .rooms()
             .remove(room)
-            .ok_or_else(|| err(ErrorCode::NotJoined, format!("not in {room}")))?;
+            .ok_or_else(|| err(ErrorCode::NotJoined, format!("not in {}", quote(room))))?;
         self.hub.leave_room(&self.entry, &state);
         drop(state);
         self.hub.prune_room(room);
@@ -292,10 +339,13 @@ impl Session {
         let state = self.entry.rooms().get(room).cloned();
         let Some(state) = state else {
             return Err(match self.hub.namespace_of(room) {
-                None => err(ErrorCode::NotFound, format!("no such room: {room}")),
+                None => err(
+                    ErrorCode::NotFound,
+                    format!("no such room: {}", quote(room)),
+                ),
                 Some(_) => err(
                     ErrorCode::NotJoined,
-                    format!("join {room} before publishing"),
+                    format!("join {} before publishing", quote(room)),
                 ),
             });
         };
@@ -303,7 +353,7 @@ impl Session {
         if !options.client_publish {
             return Err(err(
                 ErrorCode::Forbidden,
-                format!("{room} accepts publishes from the server only"),
+                format!("{} accepts publishes from the server only", quote(room)),
             ));
         }
         if !self
@@ -312,7 +362,7 @@ impl Session {
         {
             return Err(err(
                 ErrorCode::Forbidden,
-                format!("not allowed to publish to {room}"),
+                format!("not allowed to publish to {}", quote(room)),
             ));
         }
         let size = protocol::encoded_len(&data);
@@ -320,7 +370,8 @@ impl Session {
             return Err(err(
                 ErrorCode::TooLarge,
                 format!(
-                    "data is {size} bytes, the limit for {room} is {}",
+                    "data is {size} bytes, the limit for {} is {}",
+                    quote(room),
                     options.max_payload
                 ),
             ));
@@ -337,19 +388,73 @@ impl Session {
         Ok(json!({ "delivered": delivered }))
     }
 
-    fn presence(&mut self, room: &str) -> Result<Value, OpError> {
+    /// Answers a `presence` request, under the room's presence lock (as `join`).
+    fn presence(&mut self, room: &str, id: u64) -> Result<(), OpError> {
         let state = self.entry.rooms().get(room).cloned();
         let Some(state) = state else {
             return Err(match self.hub.namespace_of(room) {
-                None => err(ErrorCode::NotFound, format!("no such room: {room}")),
+                None => err(
+                    ErrorCode::NotFound,
+                    format!("no such room: {}", quote(room)),
+                ),
                 Some(_) => err(
                     ErrorCode::NotJoined,
-                    format!("join {room} to see its presence"),
+                    format!("join {} to see its presence", quote(room)),
                 ),
             });
         };
-        Ok(json!({ "presence": state.snapshot() }))
+        let mut presence = state.presence_lock();
+        let snapshot = presence.snapshot_for_member(&self.entry.identity.user_id);
+        self.reply(Some(id), Ok(json!({ "presence": snapshot })));
+        Ok(())
     }
+}
+
+/// Checks a presence meta before it is stored and relayed to every member: its size
+/// as the hub encodes it (the bytes members receive), and no control or
+/// bidirectional-formatting characters in its keys and strings (they would reach every
+/// member's page verbatim).
+fn check_meta(meta: &Value, max: usize) -> Result<(), OpError> {
+    let len = protocol::encoded_len(meta);
+    if len > max {
+        return Err(err(
+            ErrorCode::TooLarge,
+            format!("presence meta is {len} bytes, the limit is {max}"),
+        ));
+    }
+    if let Some(c) = find_unsafe_char(meta) {
+        return Err(err(
+            ErrorCode::InvalidData,
+            format!(
+                "presence meta contains U+{:04X}: control and bidirectional-formatting characters are not allowed",
+                u32::from(c)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The first control or bidirectional-formatting character in `v`'s keys and strings.
+fn find_unsafe_char(v: &Value) -> Option<char> {
+    fn unsafe_char(s: &str) -> Option<char> {
+        s.chars().find(|&c| is_unsafe_char(c))
+    }
+    match v {
+        Value::String(s) => unsafe_char(s),
+        Value::Array(items) => items.iter().find_map(find_unsafe_char),
+        Value::Object(map) => map
+            .iter()
+            .find_map(|(k, v)| unsafe_char(k).or_else(|| find_unsafe_char(v))),
+        _ => None,
+    }
+}
+
+/// Controls (C0, DEL, C1) and the characters that change text direction or hide
+/// (RLO, LRI, marks, isolates).
+fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// The `id` of a message we will not parse fully (rate-limited), so the refusal can
@@ -366,18 +471,20 @@ fn peek_id(text: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn token_bucket_refills_with_time() {
-        let mut b = TokenBucket::new(10.0, 3.0);
-        assert!(b.take() && b.take() && b.take());
-        assert!(!b.take());
-        tokio::time::advance(std::time::Duration::from_millis(100)).await;
-        assert!(b.take());
-        assert!(!b.take());
-        tokio::time::advance(std::time::Duration::from_secs(10)).await;
-        // Capped at the burst.
-        assert!(b.take() && b.take() && b.take());
-        assert!(!b.take());
+    #[test]
+    fn unsafe_meta_characters_are_found_anywhere() {
+        assert_eq!(find_unsafe_char(&json!({"name": "ann"})), None);
+        assert_eq!(find_unsafe_char(&json!({"name": "José 山田"})), None);
+        assert_eq!(
+            find_unsafe_char(&json!({"name": "evil\u{202e}gnp.exe"})),
+            Some('\u{202e}')
+        );
+        assert_eq!(
+            find_unsafe_char(&json!({"a": [1, {"b\u{0007}": 2}]})),
+            Some('\u{7}')
+        );
+        assert_eq!(find_unsafe_char(&json!(["\u{2067}"])), Some('\u{2067}'));
+        assert_eq!(find_unsafe_char(&json!({"x": "\u{9f}"})), Some('\u{9f}'));
     }
 
     #[test]

@@ -16,9 +16,7 @@ async fn publish_reaches_every_member_once_in_order() {
     a.join_ok("chat:one").await;
     b.join_ok("chat:one").await;
     other_room.join_ok("chat:two").await;
-    // a saw b's join diff; drain it.
-    let diff = a.recv().await;
-    assert_eq!(diff["op"], "presence_diff");
+    // (Presence diffs, b's join, are skipped by `recv`: they come on the hub's tick.)
 
     const N: usize = 50;
     for i in 0..N {

@@ -157,6 +157,14 @@ async fn recv(c: &mut Client) -> Value {
         .expect("timed out waiting for a message")
 }
 
+/// Reads the diff announcing `c`'s own join (sent on the hub's next presence tick), so
+/// later reads see only what follows.
+async fn settle(c: &mut Client) {
+    let diff = recv(c).await;
+    assert_eq!(diff["op"], "presence_diff", "{diff}");
+    assert!(diff["joins"].get(&c.user).is_some(), "{diff}");
+}
+
 /// Keeps `c` reading (so tungstenite answers pings) for `d`, asserting nothing but
 /// pings arrives.
 async fn stay_alive(c: &mut Client, d: Duration) {
@@ -172,9 +180,11 @@ async fn a_silent_peer_is_reaped_and_leaves_its_rooms() {
     let mut bob = Client::connect(&url).await;
     let r = bob.join("chat:x", json!({})).await;
     assert_eq!(r["ok"], true, "{r}");
+    settle(&mut bob).await;
     // A second live client in the same hub, in another room.
     let mut carol = Client::connect(&url).await;
     carol.join_ok("chat:y").await;
+    settle(&mut carol).await;
 
     let mut dead = DeadPeer::connect(addr_of(&url)).await;
     dead.send_json(json!({"op": "join", "room": "chat:x", "id": 1, "meta": {"dead": true}}))
@@ -242,6 +252,7 @@ async fn a_client_that_answers_pings_is_never_reaped() {
     let url = serve(&hub).await;
     let mut a = Client::connect(&url).await;
     a.join_ok("chat:x").await;
+    settle(&mut a).await;
     // Idle, only answering pings, for ten intervals (four timeouts).
     let mut pings = 0;
     let until = Instant::now() + 10 * INTERVAL;
@@ -265,6 +276,7 @@ async fn any_frame_counts_as_a_sign_of_life() {
     let url = serve(&hub).await;
     let mut bob = Client::connect(&url).await;
     bob.join_ok("chat:x").await;
+    settle(&mut bob).await;
     // Never reads, so never answers a ping, but keeps sending.
     let mut chatty = DeadPeer::connect(addr_of(&url)).await;
     chatty

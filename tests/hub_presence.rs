@@ -28,9 +28,18 @@ fn two_user_hub() -> Hub {
 
 async fn connect_as(url: &str, token: &str) -> Client {
     let bearer = format!("Bearer {token}");
-    Client::connect_with(url, &[("authorization", &bearer)])
+    let mut c = Client::connect_with(url, &[("authorization", &bearer)])
         .await
-        .unwrap_or_else(|status| panic!("connect with {token}: HTTP {status}"))
+        .unwrap_or_else(|status| panic!("connect with {token}: HTTP {status}"));
+    c.watch_presence = true;
+    c
+}
+
+/// A guest client that sees presence diffs.
+async fn connect(url: &str) -> Client {
+    let mut c = Client::connect(url).await;
+    c.watch_presence = true;
+    c
 }
 
 /// One meta in the wire shape.
@@ -38,12 +47,26 @@ fn meta(conn_id: &str, meta: Value) -> Value {
     json!({"conn_id": conn_id, "meta": meta})
 }
 
-/// Joins and asserts success; returns the reply's `data.presence`. Presence diffs that
-/// arrive before the reply (the joiner's own join, if the hub sends it) are ignored.
+/// Joins and asserts success; returns the reply's `data.presence`. When this is the
+/// user's first connection in the room, also waits for the diff that announces the join
+/// to everyone, the joiner included (on the next presence tick), so the test goes on
+/// with every member's view settled.
 async fn join_presence(c: &mut Client, room: &str, m: Value) -> Value {
-    let r = c.join(room, m).await;
+    let (r, others) = c
+        .request(json!({"op": "join", "room": room, "meta": m}))
+        .await;
     assert_eq!(r["ok"], true, "join {room}: {r}");
-    r["data"]["presence"].clone()
+    assert!(
+        others.is_empty(),
+        "nothing comes before the join reply: {others:?}"
+    );
+    let presence = r["data"]["presence"].clone();
+    let first_tab = presence[&c.user]["metas"].as_array().map(Vec::len) == Some(1);
+    if first_tab {
+        let (joins, _) = expect_diff(c, room).await;
+        assert!(joins.get(&c.user).is_some(), "{joins}");
+    }
+    presence
 }
 
 /// Asks for `room`'s presence and returns the reply's `data.presence`.
@@ -85,8 +108,8 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 async fn join_reply_carries_the_snapshot_and_the_first_member_sees_one_join() {
     let hub = test_hub_builder().build();
     let url = serve(&hub).await;
-    let mut a = Client::connect(&url).await;
-    let mut b = Client::connect(&url).await;
+    let mut a = connect(&url).await;
+    let mut b = connect(&url).await;
     assert_ne!(a.user, b.user, "guests get one id per connection");
 
     // Alone in the room: the snapshot holds this connection only, with its meta.
@@ -129,7 +152,7 @@ async fn join_reply_carries_the_snapshot_and_the_first_member_sees_one_join() {
     // A `presence` request answers the same snapshot as the join reply.
     assert_eq!(presence_of(&mut a, "chat:x").await, r["data"]["presence"]);
     // Only members see a room's presence.
-    let mut outsider = Client::connect(&url).await;
+    let mut outsider = connect(&url).await;
     let (r, _) = outsider
         .request(json!({"op": "presence", "room": "chat:x"}))
         .await;
@@ -157,7 +180,7 @@ async fn a_users_tabs_are_announced_once_and_leave_with_the_last_tab() {
     assert_eq!(leaves, json!({}));
 
     // Her second tab (same bearer token in the URL this time): present, not announced.
-    let mut tab2 = Client::connect(&format!("{url}?token=tok-alice")).await;
+    let mut tab2 = connect(&format!("{url}?token=tok-alice")).await;
     assert_eq!(tab2.user, "alice");
     assert_ne!(tab2.conn_id, tab1.conn_id);
     let p = join_presence(&mut tab2, "chat:x", json!({"tab": 2})).await;
@@ -252,8 +275,8 @@ async fn one_tab_leaving_by_op_is_silent_the_last_is_announced() {
 async fn leave_op_announces_the_leave_and_stops_delivery() {
     let hub = test_hub_builder().build();
     let url = serve(&hub).await;
-    let mut a = Client::connect(&url).await;
-    let mut b = Client::connect(&url).await;
+    let mut a = connect(&url).await;
+    let mut b = connect(&url).await;
     join_presence(&mut a, "chat:x", json!({})).await;
     join_presence(&mut b, "chat:x", json!({"k": "v"})).await;
     expect_diff(&mut a, "chat:x").await;
@@ -291,8 +314,8 @@ async fn leave_op_announces_the_leave_and_stops_delivery() {
 async fn closing_announces_the_leave() {
     let hub = test_hub_builder().build();
     let url = serve(&hub).await;
-    let mut a = Client::connect(&url).await;
-    let mut b = Client::connect(&url).await;
+    let mut a = connect(&url).await;
+    let mut b = connect(&url).await;
     join_presence(&mut a, "chat:x", json!({})).await;
     join_presence(&mut b, "chat:x", json!({})).await;
     join_presence(&mut b, "chat:y", json!({})).await;
@@ -325,8 +348,8 @@ async fn tcp_drop_without_close_frame_announces_the_leave() {
     for rst in [false, true] {
         let hub = test_hub_builder().build();
         let url = serve(&hub).await;
-        let mut a = Client::connect(&url).await;
-        let mut b = Client::connect(&url).await;
+        let mut a = connect(&url).await;
+        let mut b = connect(&url).await;
         join_presence(&mut a, "chat:x", json!({})).await;
         join_presence(&mut b, "chat:x", json!({"n": 1})).await;
         expect_diff(&mut a, "chat:x").await;
@@ -404,8 +427,8 @@ async fn a_namespace_without_presence_sends_no_presence() {
         .namespace(Namespace::<ChatMessage>::new("quiet").presence(false))
         .build();
     let url = serve(&hub).await;
-    let mut a = Client::connect(&url).await;
-    let mut b = Client::connect(&url).await;
+    let mut a = connect(&url).await;
+    let mut b = connect(&url).await;
 
     let (r, others) = a
         .request(json!({"op": "join", "room": "quiet:r", "meta": {"status": "online"}}))
@@ -446,8 +469,8 @@ async fn an_oversized_meta_is_refused_and_the_connection_lives_on() {
     let hub = test_hub_builder().build();
     let limit = hub.config().max_presence_meta;
     let url = serve(&hub).await;
-    let mut a = Client::connect(&url).await;
-    let mut b = Client::connect(&url).await;
+    let mut a = connect(&url).await;
+    let mut b = connect(&url).await;
     join_presence(&mut a, "chat:x", json!({})).await;
 
     // `{"s":"..."}` is 8 bytes of JSON plus the string: one byte over the limit...

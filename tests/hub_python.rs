@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::hub::{Client, serve, test_hub_builder};
@@ -70,6 +69,7 @@ async fn python_client_joins_publishes_and_reads_presence() {
     let hub = test_hub_builder().build();
     let url = serve(&hub).await;
     let mut rust = Client::connect(&url).await;
+    rust.watch_presence = true;
     rust.join_ok("chat:py").await;
 
     let text = "hello from Python, with ünïcödé and \"quotes\"";
@@ -91,20 +91,23 @@ async fn python_client_joins_publishes_and_reads_presence() {
     assert_eq!(j["presence_users"], json!(users), "{}", outcome.report());
     let py_conn = j["conn_id"].as_str().unwrap().to_owned();
 
-    // What the Rust client saw, in order: the join (with the Python client's meta), its
-    // message, and its leave. Not the garbage, not the invalid publish.
+    // What the Rust client saw: the Python client's message, once; not the garbage,
+    // not the invalid publish. Presence is announced per tick (100 ms): the Python
+    // client's join and leave, in that order and with its meta, unless both fell
+    // within one tick (then neither is announced). Either way, the room ends without it.
     let seen = drain(&mut rust, Duration::from_millis(500)).await;
+    let messages: Vec<_> = seen.iter().filter(|m| m["op"] == "message").collect();
     assert_eq!(
-        seen,
-        [
-            json!({"op": "presence_diff", "room": "chat:py",
-                   "joins": {&py_user: {"metas": [{"conn_id": py_conn, "meta": {"client": "python"}}]}},
-                   "leaves": {}}),
-            json!({"op": "message", "room": "chat:py", "from": py_user, "data": {"text": text}}),
-            json!({"op": "presence_diff", "room": "chat:py", "joins": {},
-                   "leaves": {&py_user: {"metas": [{"conn_id": py_conn, "meta": {"client": "python"}}]}}}),
-        ],
+        messages,
+        [&json!({"op": "message", "room": "chat:py", "from": py_user, "data": {"text": text}})],
         "{}",
+        outcome.report()
+    );
+    let py_meta = json!({"metas": [{"conn_id": py_conn, "meta": {"client": "python"}}]});
+    let events = presence_events(&seen, &py_user);
+    assert!(
+        events.is_empty() || events == [("join", py_meta.clone()), ("leave", py_meta)],
+        "{events:?}\n{}",
         outcome.report()
     );
     // The hub forgot the Python connection.
@@ -121,6 +124,7 @@ async fn two_python_clients_at_once() {
     let hub = test_hub_builder().build();
     let url = serve(&hub).await;
     let mut rust = Client::connect(&url).await;
+    rust.watch_presence = true;
     rust.join_ok("chat:py2").await;
 
     let (a, b) = tokio::join!(
@@ -138,28 +142,30 @@ async fn two_python_clients_at_once() {
     assert_ne!(a_user, b_user);
 
     let seen = drain(&mut rust, Duration::from_millis(500)).await;
-    // Per Python user: joined, published its text once, left; in that order.
-    let mut events: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for m in &seen {
-        match m["op"].as_str() {
-            Some("presence_diff") => {
-                for (kind, key) in [("join", "joins"), ("leave", "leaves")] {
-                    for user in m[key].as_object().unwrap().keys() {
-                        events.entry(user.clone()).or_default().push(kind.into());
-                    }
-                }
-            }
-            Some("message") => {
-                let from = m["from"].as_str().unwrap().to_owned();
-                let text = m["data"]["text"].as_str().unwrap().to_owned();
-                events.entry(from).or_default().push(text);
-            }
-            _ => panic!("unexpected {m}"),
-        }
+    // Per Python user: its text once; its join and leave announced in that order, or
+    // neither (both within one presence tick), or only the leave (both within one tick,
+    // but the other Python client's join reply showed this user, so it is told).
+    for (user, text) in [(&a_user, "from a"), (&b_user, "from b")] {
+        let texts: Vec<_> = seen
+            .iter()
+            .filter(|m| m["op"] == "message" && m["from"] == json!(user))
+            .map(|m| m["data"]["text"].clone())
+            .collect();
+        assert_eq!(texts, [json!(text)], "{seen:?}");
+        let kinds: Vec<_> = presence_events(&seen, user)
+            .into_iter()
+            .map(|(kind, _)| kind)
+            .collect();
+        assert!(
+            kinds.is_empty() || kinds == ["leave"] || kinds == ["join", "leave"],
+            "{user}: {kinds:?} in {seen:?}"
+        );
     }
-    assert_eq!(events.len(), 2, "{seen:?}");
-    assert_eq!(events[&a_user], ["join", "from a", "leave"], "{seen:?}");
-    assert_eq!(events[&b_user], ["join", "from b", "leave"], "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|m| m["op"] == "message" || m["op"] == "presence_diff"),
+        "{seen:?}"
+    );
     assert_eq!(hub.stats().connections, 1);
 }
 
@@ -184,4 +190,18 @@ async fn python_client_reports_failed_checks() {
         "{}",
         outcome.report()
     );
+}
+
+/// The presence events (`"join"` or `"leave"`, with the user's entry) about `user` in
+/// `seen`, in order.
+fn presence_events(seen: &[Value], user: &str) -> Vec<(&'static str, Value)> {
+    let mut events = Vec::new();
+    for m in seen.iter().filter(|m| m["op"] == "presence_diff") {
+        for (kind, key) in [("join", "joins"), ("leave", "leaves")] {
+            if let Some(entry) = m[key].get(user) {
+                events.push((kind, entry.clone()));
+            }
+        }
+    }
+    events
 }

@@ -148,7 +148,8 @@ async fn server_publish_reaches_clients_as_from_null() {
     let mut b = Client::connect(&url).await;
     a.join_ok("chat:lobby").await;
     b.join_ok("chat:lobby").await;
-    assert_eq!(a.recv().await["op"], "presence_diff"); // b joined
+    let b_user = b.user.clone();
+    a.recv_diff_about(&b_user).await; // b joined
 
     let lobby = hub.room::<ChatMessage>("chat:lobby").unwrap();
     let mut sub = lobby.subscribe();

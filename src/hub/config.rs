@@ -33,9 +33,53 @@ pub struct HubConfig {
     /// Rate-limited messages in a row after which the connection is closed with 1008
     /// ("flooding"); a message that passes resets the count. Default: 100.
     pub flood_limit: u32,
-    /// Largest presence meta, in bytes of JSON; over it a join gets `too_large`.
-    /// Default: 1 KiB.
+    /// Sustained client messages per second of one user across all their connections
+    /// (on top of the per-connection limit), so opening more tabs or sockets does not
+    /// buy more throughput. Over it: `rate_limited`, as for the per-connection limit.
+    /// Default: 100 (two busy tabs). `f64::INFINITY` turns it off.
+    pub user_rate_per_second: f64,
+    /// Burst above `user_rate_per_second`. Default: 200.
+    pub user_rate_burst: f64,
+    /// Sustained client messages per second from one host (an IPv4 address or an
+    /// IPv6 /64, see `addr_grouping`) across all its connections and users, so many
+    /// accounts on one machine do not multiply the per-user limit. Default: 200.
+    /// `f64::INFINITY` turns it off (for hubs whose clients all share one address
+    /// that no trusted proxy reveals).
+    pub host_rate_per_second: f64,
+    /// Burst above `host_rate_per_second`. Default: 400.
+    pub host_rate_burst: f64,
+    /// Sustained `join`s and `leave`s per second per connection. Joining and leaving
+    /// is what presence announces to everyone in a room, so it has a limit of its own,
+    /// below the message rate. Over it: `rate_limited`. Default: 5.
+    pub membership_rate_per_second: f64,
+    /// Burst of joins and leaves above `membership_rate_per_second` (a page joining
+    /// its rooms at load). Default: 20.
+    pub membership_burst: f64,
+    /// Largest presence meta, in bytes of JSON as the hub encodes it (the bytes every
+    /// member receives); over it a join gets `too_large`. Default: 256 bytes (a name,
+    /// a status and an avatar URL; large profiles belong in the application's own
+    /// API, not in every member's presence stream).
     pub max_presence_meta: usize,
+    /// Presence changes (joins and leaves) are announced once per tick per room, as one
+    /// `presence_diff` holding every change of the tick: N changes cost each member one
+    /// message, and a user who joins and leaves within a tick costs nothing.
+    /// Default: 100 ms (live enough for people, ten diffs a second at most).
+    pub presence_tick: Duration,
+    /// Most bytes of entries in one `presence_diff` (one entry may pass it); changes
+    /// left over are announced on the next tick. With `presence_tick` this bounds the
+    /// presence bytes one member receives per room: at most
+    /// `presence_diff_budget` + one entry per tick. Default: 4 KiB (so at most about
+    /// 45 KB/s per room per member, with the default tick and meta limit, however fast
+    /// the room churns).
+    pub presence_diff_budget: usize,
+    /// Longest room name a client may use, in bytes; longer names get `bad_request`.
+    /// Default: 128.
+    pub max_room_name_len: usize,
+    /// Which characters a client's room names may contain; others get `bad_request`.
+    /// Default: [`default_room_name_char`] (ASCII letters and digits and
+    /// `- _ . : @ / + = ~ , #`: no spaces, controls, quotes or look-alikes). Rooms
+    /// named from Rust ([`Hub::room`](crate::Hub::room)) are not checked.
+    pub room_name_chars: fn(char) -> bool,
     /// How often the liveness sweep pings every connection. Default: 25 s (under the
     /// 30-60 s idle timeouts of common proxies and load balancers).
     pub ping_interval: Duration,
@@ -76,7 +120,17 @@ impl Default for HubConfig {
             rate_per_second: 50.0,
             rate_burst: 100.0,
             flood_limit: 100,
-            max_presence_meta: 1024,
+            user_rate_per_second: 100.0,
+            user_rate_burst: 200.0,
+            host_rate_per_second: 200.0,
+            host_rate_burst: 400.0,
+            membership_rate_per_second: 5.0,
+            membership_burst: 20.0,
+            max_presence_meta: 256,
+            presence_tick: Duration::from_millis(100),
+            presence_diff_budget: 4096,
+            max_room_name_len: 128,
+            room_name_chars: default_room_name_char,
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
@@ -87,4 +141,10 @@ impl Default for HubConfig {
             addr_grouping: AddrGrouping::default(),
         }
     }
+}
+
+/// The characters [`HubConfig::room_name_chars`] allows by default: ASCII letters and
+/// digits and `- _ . : @ / + = ~ , #`.
+pub fn default_room_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-_.:@/+=~,#".contains(c)
 }

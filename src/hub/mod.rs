@@ -1,6 +1,7 @@
 //! The [`Hub`]: namespaces, rooms, connections, limits and shutdown.
 
 mod config;
+mod presence_task;
 
 use std::any::TypeId;
 use std::collections::HashMap;
@@ -10,12 +11,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::task::TaskTracker;
 
-pub use config::HubConfig;
+pub use config::{HubConfig, default_room_name_char};
 
 use crate::auth::{Action, AllowAnonymous, Authenticator, DynAuthenticator, Identity};
+use crate::rate::SharedBucket;
 use crate::reaper::Reaper;
 use crate::room::{ErasedNamespace, Namespace, Room, RoomMessage, RoomState};
 use crate::ws::{CloseCode, Message, Outbound, PreparedMessage};
@@ -89,6 +91,24 @@ pub(crate) struct HubInner {
     pub(crate) reaped: AtomicU64,
     pub(crate) expired: AtomicU64,
     refused: AtomicU64,
+    /// Rooms with presence changes waiting for the next tick (each at most once: see
+    /// `RoomState::presence_dirty`). A std mutex held for a push or a swap.
+    presence_queue: Mutex<Vec<Arc<RoomState>>>,
+    /// Wakes the presence task when the queue stops being empty, and when the hub is
+    /// dropped (so the task ends). An `Arc` so the task can wait without holding the hub.
+    presence_wake: Arc<Notify>,
+    /// Rate limits shared by all the connections of one user, and of one host (keyed
+    /// by `addr_grouping.host`). A connection holds its buckets' `Arc`s; a bucket
+    /// nobody holds is forgotten once full again (`prune_rate_limits`).
+    user_buckets: DashMap<Arc<str>, Arc<SharedBucket>>,
+    host_buckets: DashMap<IpAddr, Arc<SharedBucket>>,
+}
+
+impl Drop for HubInner {
+    fn drop(&mut self) {
+        // Lets the presence task see that the hub is gone and end.
+        self.presence_wake.notify_one();
+    }
 }
 
 /// The pub/sub hub: a cheap-to-clone handle (an `Arc`) shared by every connection task
@@ -189,8 +209,13 @@ impl HubBuilder {
             reaped: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            presence_queue: Mutex::new(Vec::new()),
+            presence_wake: Arc::new(Notify::new()),
+            user_buckets: DashMap::new(),
+            host_buckets: DashMap::new(),
         }));
         crate::reaper::spawn(&hub);
+        presence_task::spawn(&hub);
         hub
     }
 }
@@ -416,15 +441,92 @@ impl Hub {
         }
     }
 
-    /// Removes `entry` from `room`'s members and presence, broadcasting the diff.
-    pub(crate) fn leave_room(&self, entry: &ConnEntry, room: &RoomState) {
+    /// Removes `entry` from `room`'s members and presence; a user's last connection
+    /// leaving is announced on the next presence tick.
+    pub(crate) fn leave_room(&self, entry: &ConnEntry, room: &Arc<RoomState>) {
         let mut presence = room.presence_lock();
         room.members_mut().conns.remove(&entry.id);
-        if room.ns.options().presence
-            && let Some(diff) = presence.leave(&entry.identity.user_id, entry.id)
-        {
-            room.broadcast_diff(self, &diff);
+        if room.ns.options().presence && presence.leave(&entry.identity.user_id, entry.id) {
+            drop(presence);
+            self.presence_changed(room);
         }
+    }
+
+    /// Schedules `room`'s pending presence changes for the next tick.
+    pub(crate) fn presence_changed(&self, room: &Arc<RoomState>) {
+        if room.presence_dirty.swap(true, Ordering::AcqRel) {
+            return; // already queued
+        }
+        let was_empty = {
+            let mut queue = self
+                .0
+                .presence_queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            queue.push(room.clone());
+            queue.len() == 1
+        };
+        if was_empty {
+            self.0.presence_wake.notify_one();
+        }
+    }
+
+    /// The rate limit shared by every connection of `user`.
+    pub(crate) fn user_bucket(&self, user: &str) -> Arc<SharedBucket> {
+        if let Some(b) = self.0.user_buckets.get(user) {
+            return b.clone();
+        }
+        let c = &self.0.config;
+        self.0
+            .user_buckets
+            .entry(Arc::from(user))
+            .or_insert_with(|| SharedBucket::new(c.user_rate_per_second, c.user_rate_burst))
+            .clone()
+    }
+
+    /// The rate limit shared by every connection from the host of `ip`.
+    pub(crate) fn host_bucket(&self, ip: IpAddr) -> Arc<SharedBucket> {
+        let key = self.0.config.addr_grouping.host(ip);
+        let c = &self.0.config;
+        self.0
+            .host_buckets
+            .entry(key)
+            .or_insert_with(|| SharedBucket::new(c.host_rate_per_second, c.host_rate_burst))
+            .clone()
+    }
+
+    /// Forgets shared rate limits that no connection holds and that are full again
+    /// (forgetting a bucket that still remembers recent traffic would hand a
+    /// reconnecting flooder a fresh burst). Run by the liveness sweep and when a
+    /// connection ends, so the maps hold only live users and hosts and those seen in
+    /// the last `burst / rate` seconds.
+    pub(crate) fn prune_rate_limits(&self) {
+        self.0
+            .user_buckets
+            .retain(|_, b| Arc::strong_count(b) > 1 || !b.lock().is_full());
+        self.0
+            .host_buckets
+            .retain(|_, b| Arc::strong_count(b) > 1 || !b.lock().is_full());
+    }
+
+    /// Forgets the shared rate limits of one ended connection, if unused and full.
+    pub(crate) fn release_rate_limits(&self, user: &str, host: Option<IpAddr>) {
+        self.0
+            .user_buckets
+            .remove_if(user, |_, b| Arc::strong_count(b) == 1 && b.lock().is_full());
+        if let Some(ip) = host {
+            let key = self.0.config.addr_grouping.host(ip);
+            self.0
+                .host_buckets
+                .remove_if(&key, |_, b| Arc::strong_count(b) == 1 && b.lock().is_full());
+        }
+    }
+
+    /// How many users and hosts have a shared rate limit in memory (tests: it must not
+    /// grow with traffic).
+    #[doc(hidden)]
+    pub fn rate_limit_entries(&self) -> (usize, usize) {
+        (self.0.user_buckets.len(), self.0.host_buckets.len())
     }
 
     /// Closes a slow consumer with 1013 and takes it out of its rooms.

@@ -93,6 +93,41 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// How many characters of a client's own input an error message quotes at most.
+pub(crate) const QUOTE_CHARS: usize = 32;
+
+/// How many characters an error message carries at most: a last guard, in the
+/// encoders, for messages that embed text from elsewhere (serde's diagnoses, which
+/// can quote a client's string, or an application's refusal).
+pub(crate) const MAX_ERROR_CHARS: usize = 256;
+
+/// `s` quoted for an error message: at most [`QUOTE_CHARS`] characters, with `…`
+/// when cut, and control, format (bidi) and other invisible characters escaped
+/// (`\u{202e}`), so an error never relays large or deceptive client input.
+pub(crate) fn quote(s: &str) -> String {
+    let cut = match s.char_indices().nth(QUOTE_CHARS) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    };
+    let mut out = format!("{cut:?}");
+    if cut.len() < s.len() {
+        out.insert(out.len() - 1, '…');
+    }
+    out
+}
+
+/// At most `max` characters of `s`, ending in `…` when cut.
+pub(crate) fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => {
+            let mut cut = s[..i].to_owned();
+            cut.push('…');
+            std::borrow::Cow::Owned(cut)
+        }
+        None => std::borrow::Cow::Borrowed(s),
+    }
+}
+
 /// The empty JSON object, the meta of a join that sent none.
 pub(crate) fn empty_object() -> Value {
     Value::Object(Map::new())
@@ -143,6 +178,19 @@ mod tests {
     fn conn_id_string_rejects_garbage() {
         assert!(ServerMsg::parse(r#"{"op":"welcome","user":"u","conn_id":"x"}"#).is_err());
         assert!(ServerMsg::parse(r#"{"op":"welcome","user":"u","conn_id":5}"#).is_err());
+    }
+
+    #[test]
+    fn quote_cuts_and_escapes_client_input() {
+        assert_eq!(quote("chat:lobby"), r#""chat:lobby""#);
+        let long = quote(&"x".repeat(1_000_000));
+        assert!(long.chars().count() <= QUOTE_CHARS + 3, "{long}");
+        assert!(long.ends_with("…\""), "{long}");
+        // Bidi overrides, controls and invisible characters are shown, not relayed.
+        assert_eq!(quote("a\u{202e}b\u{0}c"), r#""a\u{202e}b\0c""#);
+        assert_eq!(quote("\u{2060}"), r#""\u{2060}""#);
+        assert_eq!(clip("héllo", 2), "hé…");
+        assert_eq!(clip("hé", 2), "hé");
     }
 
     #[test]

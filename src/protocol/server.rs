@@ -143,7 +143,10 @@ pub fn encode_reply_err(id: u64, code: ErrorCode, message: &str) -> String {
         op: "reply",
         id,
         ok: false,
-        error: ErrorRef { code, message },
+        error: ErrorRef {
+            code,
+            message: &super::clip(message, super::MAX_ERROR_CHARS),
+        },
     }))
 }
 
@@ -156,7 +159,10 @@ pub fn encode_error(code: ErrorCode, message: &str) -> String {
     }
     infallible(serde_json::to_string(&Out {
         op: "error",
-        error: ErrorRef { code, message },
+        error: ErrorRef {
+            code,
+            message: &super::clip(message, super::MAX_ERROR_CHARS),
+        },
     }))
 }
 
@@ -201,7 +207,7 @@ fn infallible(result: serde_json::Result<String>) -> String {
 
 /// The number of bytes `value` takes once serialized, computed without allocating: the
 /// hub bounds presence metas and payloads with it.
-pub(crate) fn encoded_len(value: &Value) -> usize {
+pub(crate) fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
     struct Counter(usize);
     impl io::Write for Counter {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -312,7 +318,8 @@ mod tests {
     #[test]
     fn presence_diff_round_trips() {
         let mut room = RoomPresence::default();
-        let diff = room.join("ann", 7, json!({"status": "online"})).unwrap();
+        room.join("ann", 7, json!({"status": "online"}));
+        let diff = room.take_diff(usize::MAX).unwrap();
         let text = encode_presence_diff("lobby", &diff);
         assert_eq!(
             text,

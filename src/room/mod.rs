@@ -7,6 +7,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use tokio::sync::broadcast;
@@ -55,9 +56,12 @@ pub(crate) struct RoomState {
     pub(crate) name: Arc<str>,
     pub(crate) ns: Arc<dyn ErasedNamespace>,
     pub(crate) members: RwLock<Members>,
-    /// Presence, locked for one join or leave at a time. Diffs are broadcast while it
-    /// is held, so every member sees diffs in the order they were applied.
+    /// Presence, locked for one join or leave at a time. Diffs, and the replies that
+    /// carry a snapshot (join, presence), are queued while it is held, so every member
+    /// gets them in the order they were taken.
     pub(crate) presence: Mutex<RoomPresence>,
+    /// Whether the room is in the hub's presence queue (so it is queued once per tick).
+    pub(crate) presence_dirty: AtomicBool,
     /// `broadcast::Sender<Delivery<M>>` for server-side subscribers, created by the
     /// first [`Room::subscribe`].
     typed_tx: OnceLock<Box<dyn Any + Send + Sync>>,
@@ -82,6 +86,7 @@ impl RoomState {
             ns,
             members: RwLock::new(Members::default()),
             presence: Mutex::new(RoomPresence::default()),
+            presence_dirty: AtomicBool::new(false),
             typed_tx: OnceLock::new(),
         }
     }
@@ -120,7 +125,8 @@ impl RoomState {
         delivered
     }
 
-    /// Sends a presence diff to every member (call with the presence lock held).
+    /// Sends a presence diff to every member (call with the presence lock held, so
+    /// diffs and snapshot replies keep their order).
     pub(crate) fn broadcast_diff(&self, hub: &Hub, diff: &PresenceDiff) {
         let text = protocol::encode_presence_diff(&self.name, diff);
         let prepared = hub.prepare(text);

@@ -37,7 +37,9 @@ pub struct NamespaceOptions {
     /// Default: 10,000.
     pub max_subscribers: usize,
     /// Largest `data` of one client publish, in bytes of JSON; over it the publish gets
-    /// `too_large` (the frame limit of the hub closes with 1009 before that).
+    /// `too_large` (the frame limit of the hub closes with 1009 before that). Checked
+    /// on what the client sent and again on what the publish hook returns, so a hook
+    /// cannot make a message larger than the limit either.
     /// Default: 64 KiB.
     pub max_payload: usize,
 }
@@ -232,10 +234,30 @@ impl<M: RoomMessage> ErasedNamespace for TypedNamespace<M> {
         data: serde_json::Value,
     ) -> Result<usize, Refusal> {
         let msg: M = serde_json::from_value(data).map_err(|e| {
-            Refusal::invalid(format!("data does not fit {}: {e}", short_type_name::<M>()))
+            Refusal::invalid(format!(
+                "data does not fit {}: {}",
+                short_type_name::<M>(),
+                crate::protocol::clip(&e.to_string(), crate::protocol::QUOTE_CHARS * 3)
+            ))
         })?;
         let msg = match &self.hook {
-            Some(hook) => hook(ctx, msg)?,
+            Some(hook) => {
+                let msg = hook(ctx, msg)?;
+                // The hook may have grown the message (a display name stamped in, a
+                // rewrite): the limit holds for what is broadcast, not what came in.
+                let size = crate::protocol::encoded_len(&msg);
+                if size > self.options.max_payload {
+                    return Err(Refusal {
+                        code: ErrorCode::TooLarge,
+                        message: format!(
+                            "the message as published is {size} bytes, the limit for {} is {}",
+                            crate::protocol::quote(ctx.room),
+                            self.options.max_payload
+                        ),
+                    });
+                }
+                msg
+            }
             None => msg,
         };
         publish_typed(hub, room, Some(&ctx.identity.user_id), msg)

@@ -51,6 +51,10 @@ pub struct Client {
     pub user: String,
     /// The `conn_id` of the welcome message.
     pub conn_id: String,
+    /// Whether `recv` and `recv_nothing` return `presence_diff`s. Off by default:
+    /// diffs come on the hub's presence tick, at no fixed point between other
+    /// messages, so tests about something else skip them; presence tests turn this on.
+    pub watch_presence: bool,
     next_id: u64,
 }
 
@@ -86,6 +90,7 @@ impl Client {
             ws,
             user: String::new(),
             conn_id: String::new(),
+            watch_presence: false,
             next_id: 1,
         };
         let welcome = c.recv().await;
@@ -93,6 +98,34 @@ impl Client {
         c.user = welcome["user"].as_str().unwrap().to_owned();
         c.conn_id = welcome["conn_id"].as_str().unwrap().to_owned();
         Ok(c)
+    }
+
+    /// The next message, which must be a `presence_diff` (whether or not this client
+    /// watches presence). Diffs come on the hub's presence tick (100 ms by default).
+    pub async fn recv_diff(&mut self) -> Value {
+        let watching = std::mem::replace(&mut self.watch_presence, true);
+        let v = self.recv().await;
+        self.watch_presence = watching;
+        assert_eq!(
+            v["op"], "presence_diff",
+            "expected a presence_diff, got {v}"
+        );
+        v
+    }
+
+    /// The next `presence_diff` that announces `user` (joining or leaving); diffs about
+    /// others only (earlier joins, coalesced per tick) are skipped.
+    pub async fn recv_diff_about(&mut self, user: &str) -> Value {
+        loop {
+            let d = self.recv_diff().await;
+            if d["joins"].get(user).is_some() || d["leaves"].get(user).is_some() {
+                return d;
+            }
+        }
+    }
+
+    fn skips(&self, v: &Value) -> bool {
+        !self.watch_presence && v["op"] == "presence_diff"
     }
 
     /// Sends one JSON value as a text frame.
@@ -116,7 +149,13 @@ impl Client {
                 .expect("connection ended")
                 .expect("websocket error");
             match msg {
-                Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+                Message::Text(t) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if self.skips(&v) {
+                        continue;
+                    }
+                    return v;
+                }
                 Message::Ping(_) | Message::Pong(_) => continue,
                 other => panic!("unexpected frame {other:?}"),
             }
@@ -130,7 +169,13 @@ impl Client {
         loop {
             match tokio::time::timeout_at(deadline, self.ws.next()).await {
                 Err(_) => return None,
-                Ok(Some(Ok(Message::Text(t)))) => return Some(serde_json::from_str(&t).unwrap()),
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if self.skips(&v) {
+                        continue;
+                    }
+                    return Some(v);
+                }
                 Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
                 Ok(other) => panic!("unexpected {other:?}"),
             }
