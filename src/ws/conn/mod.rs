@@ -7,6 +7,11 @@
 //! publishers) reach the connection through an [`Outbound`] handle, which only appends
 //! to a bounded queue and wakes the connection: a publisher never waits for a slow
 //! reader.
+//!
+//! Closing keeps the queue: a close frame goes out behind what was queued before it,
+//! and one deadline (`close_timeout`, armed when the connection first sees the close)
+//! bounds that flush together with the closing handshake, so a peer that stops reading
+//! cannot hold a closing connection.
 
 mod message;
 mod outbound;

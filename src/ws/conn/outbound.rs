@@ -121,7 +121,8 @@ impl Shared {
 ///
 /// Sending never waits: [`try_send`](Self::try_send) appends to the connection's
 /// bounded queue (or refuses) and wakes the connection, whose task writes everything
-/// queued in one vectored write.
+/// queued in one vectored write. (A connection parked on a full socket is not woken
+/// for data, only for a close: it takes the queue as soon as the socket drains.)
 #[derive(Clone)]
 pub struct Outbound(pub(super) Arc<Shared>);
 
@@ -149,7 +150,8 @@ impl Outbound {
     /// Starts the closing handshake after everything already queued has been sent:
     /// the close frame goes behind the messages and replies queued so far, and from now
     /// on nothing new is accepted ([`try_send`](Self::try_send) answers
-    /// [`SendError::Closed`]) and data the peer sends is discarded unread. The flush,
+    /// [`SendError::Closed`]) and messages the peer sends are read only to be
+    /// discarded ([`WebSocket::recv`](super::WebSocket::recv) never returns them). The flush,
     /// the close frame and the peer's answer together take at most `close_timeout`; a
     /// peer that reads too slowly for that gets cut off without the rest. Does nothing
     /// if the connection is already closing.
