@@ -118,7 +118,7 @@ fn expire(hub: &Hub) {
     for conn_id in hub.0.reaper.take_due(SystemTime::now()) {
         if let Some(entry) = hub.0.conns.get(&conn_id).map(|e| e.clone()) {
             tracing::info!(conn_id, user = %entry.identity.user_id, "token expired (1008)");
-            entry.outbound.close_now(CloseCode::Policy, "token expired");
+            entry.outbound.close(CloseCode::Policy, "token expired");
             hub.0
                 .expired
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

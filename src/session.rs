@@ -148,7 +148,7 @@ impl Session {
             self.strikes += 1;
             if self.strikes >= self.hub.config().flood_limit {
                 tracing::info!(conn_id = self.entry.id, "flooding: closing (1008)");
-                self.out().close_now(CloseCode::Policy, "flooding");
+                self.out().close(CloseCode::Policy, "flooding");
                 // Leave the rooms now, as for an expired token: a flooder need not
                 // answer the close, and its presence must not outlive it.
                 self.hub.disconnect(self.entry.id);

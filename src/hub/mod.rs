@@ -534,7 +534,7 @@ impl Hub {
         if out.is_closed() {
             return;
         }
-        out.close_now(CloseCode::Again, "slow consumer");
+        out.close(CloseCode::Again, "slow consumer");
         self.0.slow_consumers.fetch_add(1, Ordering::Relaxed);
         tracing::info!(conn_id, "closed slow consumer (1013)");
         // The caller may hold a room's presence lock (a diff broadcast), and leaving

@@ -23,8 +23,12 @@ pub struct WsConfig {
     /// caller decides (the hub closes such a slow consumer with 1013). Control frames
     /// (pong, ping, close) are never refused. Default: 1 MiB.
     pub max_queued_bytes: usize,
-    /// How long to wait for the peer's close frame (or EOF) after sending ours, before
-    /// the TCP connection is dropped. Default: 5 s.
+    /// How long closing may take, from the moment a close is queued until the TCP
+    /// connection is dropped: writing what was queued ahead of the close, the close
+    /// frame, and waiting for the peer's close frame (or EOF). A peer that reads nothing
+    /// cannot keep a closing connection (and its queue) longer than this. Default: 5 s,
+    /// ample for a live peer to read a full outbound queue (`max_queued_bytes`) and
+    /// answer, short enough that closed connections do not pile up.
     pub close_timeout: Duration,
     /// zlib level (0-9) used to compress outgoing messages when permessage-deflate was
     /// negotiated. Level 1 costs a fraction of level 6 and, for the JSON this crate

@@ -7,6 +7,11 @@
 //! publishers) reach the connection through an [`Outbound`] handle, which only appends
 //! to a bounded queue and wakes the connection: a publisher never waits for a slow
 //! reader.
+//!
+//! Closing keeps the queue: a close frame goes out behind what was queued before it,
+//! and one deadline (`close_timeout`, armed when the connection first sees the close)
+//! bounds that flush together with the closing handshake, so a peer that stops reading
+//! cannot hold a closing connection.
 
 mod message;
 mod outbound;
@@ -70,6 +75,10 @@ pub struct WebSocket<S> {
     close_received: Option<Option<CloseFrame>>,
     read_eof: bool,
     write_shut: bool,
+    /// When closing must be over: armed (`close_timeout` ahead) when the connection first
+    /// sees a close queued. It bounds the flush of what was queued before the close, the
+    /// close frame and the wait for the peer's answer, together. The only timer a
+    /// connection ever has, and only while it closes.
     close_deadline: Option<Pin<Box<Sleep>>>,
     /// Run when an error closes the connection, before the grace period in which the
     /// peer may read our close frame (see [`WebSocket::on_error_close`]).
@@ -180,6 +189,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// permessage-deflate was negotiated.
     pub async fn send(&mut self, msg: Message) -> Result<()> {
         let prepared = PreparedMessage::with_compression_level(msg, self.config.compression_level);
+        // No wake-up needed either way: this task writes it right below.
         self.shared
             .enqueue(&prepared, false)
             .map_err(|_| Error::ConnectionClosed)?;
@@ -192,9 +202,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Ok(())
     }
 
-    /// Sends a close frame with `code` and `reason` and completes the closing
-    /// handshake: waits (up to `close_timeout`) for the peer's close frame, discarding
-    /// data that arrives meanwhile, then shuts the connection.
+    /// Sends a close frame with `code` and `reason` after everything already queued, and
+    /// completes the closing handshake: waits for the peer's close frame, discarding data
+    /// that arrives meanwhile, then shuts the connection. The whole of it (flush, close
+    /// frame, the peer's answer) takes at most `close_timeout`.
     pub async fn close(mut self, code: CloseCode, reason: &str) -> Result<()> {
         self.outbound().close(code, reason);
         loop {
@@ -210,9 +221,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// (both close frames exchanged, or our close went unanswered within
     /// `close_timeout`).
     ///
+    /// Once a close is queued (by [`Outbound::close`] from any task, or by the peer's
+    /// close frame), messages that arrive are discarded, never returned: nothing the
+    /// peer sends after the close decision is acted on. What was queued before the close
+    /// is still written, then the close frame; the whole closing (that flush included)
+    /// is bounded by `close_timeout`, so a peer that reads nothing cannot hold the
+    /// connection open.
+    ///
     /// When the peer breaks the protocol or a limit, the matching close code (1002,
-    /// 1007, 1009) is sent, the closing handshake is given `close_timeout` to finish,
-    /// and the error is returned. After `Ok(None)` or an error, do not call it again.
+    /// 1007, 1009) is queued behind whatever was already queued (replies to the
+    /// messages this returned before the bad one still go out), the closing is given
+    /// what is left of `close_timeout`, and the error is returned. After `Ok(None)` or
+    /// an error, do not call it again.
     pub async fn recv(&mut self) -> Result<Option<Message>> {
         loop {
             if self.close_received.is_none() {
@@ -230,12 +250,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
             if self.close_sent && (self.close_received.is_some() || self.read_eof) {
                 // Both sides said goodbye: the server closes TCP first (RFC 6455 §7.1.1).
-                let _ = poll_fn(|cx| Pin::new(&mut self.stream).poll_shutdown(cx)).await;
+                // Bounded too: a TLS shutdown writes (close_notify) and can block.
+                let at = self.close_deadline_at();
+                let _ = tokio::time::timeout_at(
+                    at,
+                    poll_fn(|cx| Pin::new(&mut self.stream).poll_shutdown(cx)),
+                )
+                .await;
                 self.write_shut = true;
                 return Ok(None);
-            }
-            if self.is_closing() && self.close_deadline.is_none() {
-                self.close_deadline = Some(Box::pin(tokio::time::sleep(self.config.close_timeout)));
             }
             match poll_fn(|cx| self.poll_io(cx)).await {
                 Ok(IoEvent::Progress) => {}
@@ -245,8 +268,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                         return Err(ProtocolError::ResetWithoutClosingHandshake.into());
                     }
                     if !self.close_sent {
-                        // Still flush our close; then the loop above finishes.
-                        let _ = self.flush().await;
+                        // Still flush our close (within the close deadline: a peer that
+                        // half-closed may never read); then the loop above finishes.
+                        let at = self.close_deadline_at();
+                        let _ = tokio::time::timeout_at(at, poll_fn(|cx| self.poll_write_side(cx)))
+                            .await;
                         self.close_sent = true;
                     }
                 }
@@ -264,8 +290,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.close_sent || self.close_in_batch || self.shared.lock().closing
     }
 
-    /// Closes the connection because of `err`: sends the matching close code, gives the
-    /// peer `close_timeout` to read it, and returns the error.
+    /// When the close must be finished: `close_timeout` after the connection first saw
+    /// itself closing (armed here on first use).
+    ///
+    /// One deadline for the whole close, whichever path finishes it (the receive loop,
+    /// an error close, the final shutdown), so no combination of them can take longer
+    /// than `close_timeout`.
+    fn close_deadline_at(&mut self) -> tokio::time::Instant {
+        let timeout = self.config.close_timeout;
+        self.close_deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)))
+            .deadline()
+    }
+
+    /// Closes the connection because of `err`: queues the matching close code behind
+    /// what is already queued, gives the peer what is left of `close_timeout` to read
+    /// it all, and returns the error.
     async fn fail(&mut self, err: Error) -> Error {
         let code = err.close_code().unwrap_or(CloseCode::Error);
         tracing::debug!(error = %err, code = u16::from(code), "closing connection");
@@ -274,11 +314,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             Error::Capacity(c) => c.to_string(),
             other => other.to_string(),
         };
-        self.outbound().close_now(code, &reason);
+        // `close`, not `close_now`: replies to the messages already returned are queued
+        // ahead of this close and are owed to the peer (a client that sent ten good ops
+        // and then a frame too big gets ten replies, then 1009). A no-op if a close was
+        // queued already: that one (and its code) stands.
+        self.outbound().close(code, &reason);
         if let Some(hook) = self.on_error_close.take() {
             hook();
         }
-        let _ = tokio::time::timeout(self.config.close_timeout, async {
+        let at = self.close_deadline_at();
+        let _ = tokio::time::timeout_at(at, async {
             poll_fn(|cx| self.poll_write_side(cx)).await?;
             poll_fn(|cx| Pin::new(&mut self.stream).poll_shutdown(cx)).await?;
             self.write_shut = true;
@@ -297,7 +342,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         err
     }
 
-    /// One round of I/O: write what is queued, then read.
+    /// One round of I/O: write what is queued, then read; `Timeout` once closing has
+    /// taken `close_timeout`.
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<IoEvent>> {
         let was_sent = self.close_sent;
         if let Poll::Ready(r) = self.poll_write_side(cx) {
@@ -305,6 +351,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             if self.close_sent != was_sent {
                 return Poll::Ready(Ok(IoEvent::Progress));
             }
+        }
+        // Armed here, after the write side registered for wake-ups, rather than only
+        // before waiting: another task (a slow consumer's 1013, token expiry) may queue
+        // the close while this one is parked on a write the peer will never make room
+        // for. That close wakes the task (see `park_writer`) and lands here; without a
+        // deadline the connection would wait for the peer forever.
+        if self.close_deadline.is_none() && self.is_closing() {
+            self.close_deadline_at();
         }
         if let Some(deadline) = self.close_deadline.as_mut()
             && deadline.as_mut().poll(cx).is_ready()

@@ -70,6 +70,12 @@ pub(super) struct Queue {
     /// A close frame to send after `items`; once set, nothing more is accepted.
     pub(super) close: Option<Bytes>,
     pub(super) closing: bool,
+    /// The connection task is parked on a write (or flush) the peer has not made room
+    /// for. Data pushed meanwhile need not wake it: it moves everything queued into its
+    /// next batch as soon as the current one is out. A close still wakes it, because
+    /// the close starts the close deadline, which must run even if the peer never
+    /// reads again. Cleared when the task next takes from the queue.
+    pub(super) writer_parked: bool,
 }
 
 impl Shared {
@@ -86,8 +92,9 @@ impl Shared {
     /// Appends `msg`'s frame for this connection (compressed when negotiated and worth
     /// it; masked in the client role). `bounded`: refuse with [`SendError::Full`] when
     /// the queue already holds `max_queued_bytes` (a message larger than the limit is
-    /// still accepted into an empty queue, so it can be delivered at all).
-    pub(super) fn enqueue(&self, msg: &PreparedMessage, bounded: bool) -> Result<(), SendError> {
+    /// still accepted into an empty queue, so it can be delivered at all). `Ok(true)`:
+    /// the connection task should be woken (it is not parked on a full socket).
+    pub(super) fn enqueue(&self, msg: &PreparedMessage, bounded: bool) -> Result<bool, SendError> {
         let bits = self
             .deflate_bits
             .filter(|_| msg.payload().len() >= self.compression_threshold);
@@ -102,7 +109,7 @@ impl Shared {
         }
         q.bytes += frame.len();
         q.items.push_back(frame);
-        Ok(())
+        Ok(!q.writer_parked)
     }
 
     pub(super) fn close_frame(&self, code: CloseCode, reason: &str) -> Bytes {
@@ -114,7 +121,8 @@ impl Shared {
 ///
 /// Sending never waits: [`try_send`](Self::try_send) appends to the connection's
 /// bounded queue (or refuses) and wakes the connection, whose task writes everything
-/// queued in one vectored write.
+/// queued in one vectored write. (A connection parked on a full socket is not woken
+/// for data, only for a close: it takes the queue as soon as the socket drains.)
 #[derive(Clone)]
 pub struct Outbound(pub(super) Arc<Shared>);
 
@@ -133,19 +141,36 @@ impl Outbound {
     /// accepted into an empty queue, so it can be delivered at all), and with
     /// [`SendError::Closed`] once the connection is closing.
     pub fn try_send(&self, msg: &PreparedMessage) -> Result<(), SendError> {
-        self.0.enqueue(msg, true)?;
-        self.0.waker.wake();
+        if self.0.enqueue(msg, true)? {
+            self.0.waker.wake();
+        }
         Ok(())
     }
 
-    /// Starts the closing handshake after everything already queued has been sent.
-    /// Does nothing if the connection is already closing.
+    /// Starts the closing handshake after everything already queued has been sent:
+    /// the close frame goes behind the messages and replies queued so far, and from now
+    /// on nothing new is accepted ([`try_send`](Self::try_send) answers
+    /// [`SendError::Closed`]) and messages the peer sends are read only to be
+    /// discarded ([`WebSocket::recv`](super::WebSocket::recv) never returns them). The flush,
+    /// the close frame and the peer's answer together take at most `close_timeout`; a
+    /// peer that reads too slowly for that gets cut off without the rest. Does nothing
+    /// if the connection is already closing.
+    ///
+    /// This is the close for every policy decision (flooding and token expiry 1008, slow
+    /// consumer 1013, the engine's own 1002/1007/1009, shutdown 1001): the peer is still
+    /// there, and the replies to what it sent before are owed to it.
     pub fn close(&self, code: CloseCode, reason: &str) {
         self.enqueue_close(code, reason, false);
     }
 
-    /// Starts the closing handshake now, dropping whatever is still queued (for a slow
-    /// consumer, 1013, or a policy violation, 1008).
+    /// Starts the closing handshake at once, dropping whatever is still queued (a
+    /// frame already being written is finished, so the stream stays well-formed).
+    ///
+    /// Only for a peer presumed gone, such as the liveness sweep's 1001 "ping timeout"
+    /// for a peer that has sent nothing, not even a pong, for `pong_timeout`: what is
+    /// queued for it would almost surely never be read, and dropping it frees up to
+    /// `max_queued_bytes` now rather than after `close_timeout`. A peer that is only
+    /// slow or misbehaving gets [`close`](Self::close).
     pub fn close_now(&self, code: CloseCode, reason: &str) {
         self.enqueue_close(code, reason, true);
     }

@@ -1,6 +1,7 @@
 use super::*;
 use crate::error::CapacityError;
 use crate::ws::frame::{self, CLOSE, CONTINUE, PING, TEXT};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
 use tungstenite::protocol::frame::coding::OpCode;
 
@@ -80,7 +81,8 @@ async fn fragments_and_interleaved_ping_reassemble() {
     assert_eq!(pong, [0x8A, 2, b'p', b'1']);
 }
 
-#[tokio::test]
+// Paused: the server waits `close_timeout` for the peer's EOF, which never comes.
+#[tokio::test(start_paused = true)]
 async fn unmasked_client_frame_is_1002() {
     let (mut server, mut raw) = raw_server(WsConfig::default());
     raw.write_all(&frame::encode(TEXT, false, b"hi", None))
@@ -95,7 +97,8 @@ async fn unmasked_client_frame_is_1002() {
     assert_eq!(read_close_code(&mut raw).await, 1002);
 }
 
-#[tokio::test]
+// Paused: the server waits `close_timeout` for the peer's EOF, which never comes.
+#[tokio::test(start_paused = true)]
 async fn bad_utf8_fails_before_the_frame_ends() {
     let (mut server, mut raw) = raw_server(WsConfig::default());
     let full = masked(
@@ -114,7 +117,8 @@ async fn bad_utf8_fails_before_the_frame_ends() {
     assert_eq!(read_close_code(&mut raw).await, 1007);
 }
 
-#[tokio::test]
+// Paused: the server waits `close_timeout` for the peer's EOF, which never comes.
+#[tokio::test(start_paused = true)]
 async fn oversized_frame_is_1009_before_its_payload() {
     let (mut server, mut raw) = raw_server(WsConfig::default().with_max_frame_size(1000));
     // Header of a 1 MiB masked binary frame, no payload.
@@ -164,4 +168,179 @@ async fn idle_connection_holds_no_read_buffer() {
     client.send(Message::text("x".repeat(5000))).await.unwrap();
     assert!(server.recv().await.unwrap().is_some());
     assert_eq!(server.rbuf.capacity(), 0);
+}
+
+/// Reads frames off `raw` until EOF: `(opcode, payload)` each (server frames are
+/// unmasked).
+async fn read_frames_to_eof(raw: &mut DuplexStream) -> Vec<(OpCode, Vec<u8>)> {
+    let mut buf = Vec::new();
+    raw.read_to_end(&mut buf).await.unwrap();
+    let mut frames = Vec::new();
+    let mut rest = &buf[..];
+    while let Some(head) = frame::parse_head(rest).unwrap() {
+        let end = head.header_len + head.len as usize;
+        assert!(rest.len() >= end, "truncated frame in {buf:x?}");
+        frames.push((head.header.opcode, rest[head.header_len..end].to_vec()));
+        rest = &rest[end..];
+    }
+    assert!(rest.is_empty(), "bytes after the last whole frame");
+    frames
+}
+
+fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    let mut p = code.to_be_bytes().to_vec();
+    p.extend_from_slice(reason.as_bytes());
+    p
+}
+
+// Paused: the server waits `close_timeout` for the peer's EOF, which never comes.
+#[tokio::test(start_paused = true)]
+async fn error_close_sends_what_was_queued_ahead_of_it() {
+    // The bad frame is already buffered, so the error is found before anything is
+    // written: the queued replies can only go out if the error close keeps them.
+    let (a, mut raw) = duplex(1 << 20);
+    let bad = frame::encode(TEXT, false, b"unmasked", None);
+    let mut server = WebSocket::from_parts(
+        a,
+        Role::Server,
+        WsConfig::default(),
+        None,
+        BytesMut::from(&bad[..]),
+    );
+    let out = server.outbound();
+    for reply in ["reply 1", "reply 2"] {
+        out.try_send(&PreparedMessage::new(Message::text(reply)))
+            .unwrap();
+    }
+    let err = server.recv().await.unwrap_err();
+    assert!(
+        matches!(err, Error::Protocol(ProtocolError::BadMasking)),
+        "{err}"
+    );
+    drop(server);
+    let frames = read_frames_to_eof(&mut raw).await;
+    let reason = ProtocolError::BadMasking.to_string();
+    assert_eq!(
+        frames,
+        [
+            (TEXT, b"reply 1".to_vec()),
+            (TEXT, b"reply 2".to_vec()),
+            (CLOSE, close_payload(1002, &reason)),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn nothing_the_peer_sends_after_the_close_decision_is_returned() {
+    let mut input = masked(TEXT, true, b"accepted");
+    input.extend(masked(TEXT, true, b"after the close"));
+    input.extend(masked(CLOSE, true, &close_payload(1000, "")));
+    let (a, mut raw) = duplex(1 << 20);
+    let mut server =
+        WebSocket::from_parts(a, Role::Server, WsConfig::default(), None, BytesMut::new());
+    raw.write_all(&input).await.unwrap();
+    let first = server.recv().await.unwrap().unwrap();
+    assert_eq!(first.as_text(), Some("accepted"));
+    // The owner decides to close (as the hub does on flooding) and replies first.
+    let out = server.outbound();
+    out.try_send(&PreparedMessage::new(Message::text("reply")))
+        .unwrap();
+    out.close(CloseCode::Policy, "flooding");
+    assert_eq!(
+        out.try_send(&PreparedMessage::new(Message::text("late"))),
+        Err(SendError::Closed)
+    );
+    // The second message is read (to reach the peer's close) but never returned.
+    assert!(server.recv().await.unwrap().is_none());
+    drop(server);
+    let frames = read_frames_to_eof(&mut raw).await;
+    assert_eq!(
+        frames,
+        [
+            (TEXT, b"reply".to_vec()),
+            (CLOSE, close_payload(1008, "flooding")),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_peer_that_reads_again_in_time_gets_the_queue_then_the_close() {
+    // A 4 KiB pipe: the 64 KiB message cannot all be written until the peer reads.
+    let (a, mut raw) = duplex(4 * 1024);
+    let mut server =
+        WebSocket::from_parts(a, Role::Server, WsConfig::default(), None, BytesMut::new());
+    let out = server.outbound();
+    let big = vec![7u8; 64 * 1024];
+    out.try_send(&PreparedMessage::new(Message::binary(big.clone())))
+        .unwrap();
+    let task = tokio::spawn(async move { server.recv().await.map(|m| m.is_none()) });
+    while out.queued_bytes() > 0 {
+        tokio::task::yield_now().await;
+    }
+    out.close(CloseCode::Again, "slow consumer");
+    // Read up to the close frame, then answer it.
+    let mut buf = Vec::new();
+    let mut frames = Vec::new();
+    while frames.last().is_none_or(|(op, _)| *op != CLOSE) {
+        let mut chunk = [0u8; 8192];
+        let n = raw.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "EOF before the close frame");
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(head) = frame::parse_head(&buf).unwrap() {
+            let end = head.header_len + head.len as usize;
+            if buf.len() < end {
+                break;
+            }
+            frames.push((head.header.opcode, buf[head.header_len..end].to_vec()));
+            buf.drain(..end);
+        }
+    }
+    assert_eq!(
+        frames,
+        [
+            (frame::BINARY, big),
+            (CLOSE, close_payload(1013, "slow consumer")),
+        ]
+    );
+    raw.write_all(&masked(CLOSE, true, &close_payload(1013, "")))
+        .await
+        .unwrap();
+    assert!(task.await.unwrap().unwrap(), "closed normally");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_close_queued_while_the_write_is_stuck_ends_within_close_timeout() {
+    let timeout = Duration::from_secs(5);
+    // A 1 KiB pipe whose other end never reads: the write side blocks for good.
+    let (a, _raw) = duplex(1024);
+    let mut server = WebSocket::from_parts(
+        a,
+        Role::Server,
+        WsConfig::default().with_close_timeout(timeout),
+        None,
+        BytesMut::new(),
+    );
+    let out = server.outbound();
+    out.try_send(&PreparedMessage::new(Message::binary(vec![0u8; 64 * 1024])))
+        .unwrap();
+    let task = tokio::spawn(async move { server.recv().await.map(|m| m.is_none()) });
+    // Once the queue is empty the connection task holds the message in its write batch
+    // and is parked on the full pipe.
+    while out.queued_bytes() > 0 {
+        tokio::task::yield_now().await;
+    }
+    // The close comes from another task (as a slow consumer's 1013 or a token expiry
+    // does), while the connection task is parked.
+    let started = tokio::time::Instant::now();
+    out.close(CloseCode::Again, "slow consumer");
+    let ended = tokio::time::timeout(timeout * 10, task)
+        .await
+        .expect("the connection outlived its close timeout")
+        .unwrap();
+    assert!(ended.unwrap(), "ends as a timed-out close, not an error");
+    let took = started.elapsed();
+    assert!(
+        took >= timeout && took < timeout + Duration::from_millis(100),
+        "closing took {took:?}"
+    );
 }

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -22,6 +22,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Moves queued frames into the write batch.
     fn refill(&mut self) {
         let mut q = self.shared.lock();
+        q.writer_parked = false;
         if let Some(pong) = q.pong.take() {
             self.wbatch.push_back(pong);
         }
@@ -84,8 +85,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     slices[i] = IoSlice::new(if i == 0 { &f[self.woff..] } else { f });
                     n += 1;
                 }
-                let written =
-                    ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..n]))?;
+                let written = match Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..n])
+                {
+                    Poll::Ready(r) => r?,
+                    Poll::Pending => return self.park_writer(cx),
+                };
                 if written == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
@@ -94,7 +98,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 continue;
             }
             if self.needs_flush {
-                ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
+                if Pin::new(&mut self.stream).poll_flush(cx)?.is_pending() {
+                    return self.park_writer(cx);
+                }
                 self.needs_flush = false;
                 if self.close_in_batch {
                     self.close_in_batch = false;
@@ -115,6 +121,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 return Poll::Ready(Ok(()));
             }
         }
+    }
+
+    /// The peer has no room for more: wait for the socket, and for a close.
+    ///
+    /// The socket's readiness wakes the task when the peer reads again. The queue's
+    /// waker is registered too, before the owner checks whether a close was queued
+    /// (`poll_io` does, after this), so a close queued from another task while this one
+    /// is parked always wakes it and starts the close deadline: a peer that never reads
+    /// again cannot keep a closing connection. Data pushes do not wake it
+    /// ([`Queue::writer_parked`](super::outbound::Queue)): they wait for this batch.
+    fn park_writer(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.shared.waker.register(cx.waker());
+        self.shared.lock().writer_parked = true;
+        Poll::Pending
     }
 
     fn advance_written(&mut self, mut n: usize) {
