@@ -532,7 +532,7 @@ async fn login(State(app): State<AppState>, headers: HeaderMap, body: Body) -> R
             let cookie = format!(
                 "{LOGIN_COOKIE}={}; Path=/login; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
                 login.token,
-                login.expires_at.saturating_sub(unix_now())
+                app.auth.0.ttl.as_secs()
             );
             let mut response = axum::Json(login).into_response();
             if let Ok(value) = HeaderValue::from_str(&cookie) {

@@ -242,6 +242,8 @@ async fn a_taken_name_is_refused_to_others_and_kept_by_its_holder() {
     ] {
         assert!(cookie.contains(attribute), "{attribute} in {cookie}");
     }
+    // Over plain http a browser would drop a `Secure` cookie.
+    assert!(!cookie.contains("Secure"), "{cookie}");
 
     for (what, name) in [
         ("another case", "Alice"),
