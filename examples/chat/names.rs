@@ -7,7 +7,7 @@
 //! `unicode-security` crate instead of lists of "bad" characters, which always miss
 //! some:
 //!
-//! 1. The name is NFKC-normalised (a Kelvin sign `K` becomes `K`, fullwidth `Ａ`
+//! 1. The name is NFKC-normalised (a Kelvin sign `K` becomes `K`, fullwidth `Ａ`
 //!    becomes `A`, a decomposed `é` is composed) and trimmed; what is checked, shown
 //!    and signed is the normalised form. A typographic apostrophe (U+2019, which
 //!    phone keyboards type) becomes `'`.
@@ -29,7 +29,7 @@
 //!    Japanese may mix Han, Hiragana and Katakana; digits and punctuation go with
 //!    any script). This is what stops a Cyrillic `а` inside a Latin name.
 //! 7. Not one of the [`RESERVED`] names, compared as [`NameKeys`] with the spaces and
-//!    punctuation left out ("ADMIN", "Ad-min" and "аdmin" all count).
+//!    punctuation left out ("ADMIN", "Ad-min" and "r00t" all count).
 //!
 //! Names that pass can still look alike across scripts (Cyrillic "расе" and Latin
 //! "pace") or within one ("AIice" with a capital i, "alice"): [`NameKeys`] maps both
