@@ -19,7 +19,7 @@
 //! | --- | --- |
 //! | `GET /` | the page (`examples/chat/`: HTML, CSS and JS compiled in) |
 //! | `GET /wshub.js` | the browser client (`clients/wshub.js`) |
-//! | `POST /login` | `{"name": "Alice"}` -> `{"token", "user", "name", "expires_at"}`, or 400 `{"error", "field"}` |
+//! | `POST /login` | `{"name": "Alice"}` -> `{"token", "user", "name", "expires_at"}`, or 400 `{"error", "field"}` (a refused name), 409 (taken), 503 (too many names held) |
 //! | `GET /session?token=T` | 200 `{"user", "name", "expires_at"}` or 401 `{"error"}`: why a handshake was refused |
 //! | `GET /ws?token=T` | the hub; a missing, forged or expired token gets 401 instead of a WebSocket |
 //!
@@ -28,6 +28,21 @@
 //! same name in two tabs is one user: it appears once in the online list and leaves
 //! when its last tab closes.
 //!
+//! Display names (`examples/chat/names.rs`) are NFKC-normalised and trimmed, 1 to 32
+//! characters of one script: letters, digits, single spaces and `-` `_` `.` `'`.
+//! Invisible, control and bidi characters, look-alikes mixed in from another script
+//! and leftover combining accents are refused with a 400 saying which rule the name
+//! broke; so are reserved names ("admin", "system", "server"... in any case or
+//! look-alike spelling). A name is held, with the names that look like it ("Alice",
+//! "AIice", Cyrillic "аlice"), until the last token issued for it expires: anyone
+//! else gets 409 meanwhile. Its holder keeps it by presenting one of its valid tokens
+//! when signing in again: `POST /login` sets it as an HttpOnly cookie (path `/login`),
+//! so another tab of the same browser gets the name back, and an API client may send
+//! it as `"token"` in the body. A restarted server (same `CHAT_SECRET`) learns who
+//! holds which name again from the tokens that come back. At most
+//! [`ChatOptions::max_names`] names are held; past that, logins get 503 until some
+//! expire.
+//!
 //! Rooms are `chat:NAME` and carry [`ChatEvent`]s: `{"kind": "text", "text": ..}`
 //! (1 to 2,000 characters; the server stamps the sender's name and the time) and
 //! `{"kind": "typing"}`, sent with `ephemeral: true`, which the page shows for 3
@@ -35,6 +50,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "chat/names.rs"]
+pub mod names;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -44,7 +61,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use jsonwebtoken::errors::ErrorKind;
@@ -57,13 +74,14 @@ use wshub::{Action, AuthRejection, AuthRequest, Authenticator, Hub, Identity, Na
 
 use common::{ApiError, asset};
 pub use common::{TlsChoice, TlsInfo};
+use names::{ClaimError, NameKeys, NameRegistry};
 
 /// The room every user starts in.
 pub const DEFAULT_ROOM: &str = "chat:lobby";
 /// Longest chat message, in characters.
 pub const MAX_TEXT_CHARS: usize = 2000;
 /// Longest display name, in characters.
-pub const MAX_NAME_CHARS: usize = 32;
+pub const MAX_NAME_CHARS: usize = names::MAX_NAME_CHARS;
 /// Longest room name after `chat:`, in characters.
 pub const MAX_ROOM_CHARS: usize = 32;
 
@@ -105,6 +123,8 @@ struct AuthKeys {
     decoding: DecodingKey,
     validation: Validation,
     ttl: Duration,
+    /// Who holds which display name, until their last token expires.
+    names: NameRegistry,
 }
 
 impl std::fmt::Debug for ChatAuth {
@@ -121,8 +141,11 @@ impl std::fmt::Debug for ChatAuth {
 struct Claims {
     /// User id: the display name in lower case.
     sub: String,
-    /// Display name, as typed (trimmed).
+    /// Display name, normalised ([`names::normalize`]).
     name: String,
+    /// Who holds the name: a random id, kept by the tokens a holder gets when they
+    /// sign in again with a valid token ([`names`] registry owner).
+    sid: String,
     /// Expiry, seconds since the Unix epoch.
     exp: u64,
     /// Issued at.
@@ -143,8 +166,14 @@ pub struct Login {
 }
 
 impl ChatAuth {
-    /// Signs and verifies with `secret`; tokens live for `ttl`.
+    /// Signs and verifies with `secret`; tokens live for `ttl`; at most
+    /// [`names::DEFAULT_MAX_NAMES`] names are held.
     pub fn new(secret: &[u8], ttl: Duration) -> Self {
+        Self::with_max_names(secret, ttl, names::DEFAULT_MAX_NAMES)
+    }
+
+    /// [`ChatAuth::new`], holding at most `max_names` display names.
+    pub fn with_max_names(secret: &[u8], ttl: Duration, max_names: usize) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
         // The hub closes a connection when its token expires, on its own clock.
@@ -154,23 +183,61 @@ impl ChatAuth {
             decoding: DecodingKey::from_secret(secret),
             validation,
             ttl,
+            names: NameRegistry::new(max_names),
         }))
     }
 
-    /// Issues a token for display name `name`, or says why the name is refused.
-    pub fn login(&self, name: &str) -> Result<Login, String> {
-        let name = valid_name(name)?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+    /// Issues a token for display name `name`, or says why not: 400 for a name that
+    /// [`names::normalize`] refuses, 409 if someone else holds it (or one like it),
+    /// 503 if too many names are held.
+    pub fn login(&self, name: &str) -> Result<Login, ApiError> {
+        self.login_with(name, None::<&str>)
+    }
+
+    /// [`ChatAuth::login`] by someone who may hold the name already: the first of
+    /// `tokens` that is valid proves who they are, and they keep their names.
+    pub fn login_with<'a>(
+        &self,
+        name: &str,
+        tokens: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Login, ApiError> {
+        let name = names::normalize(name).map_err(|e| ApiError::field("name", e.to_string()))?;
+        let sid = tokens
+            .into_iter()
+            .find_map(|token| self.decode(token).ok())
+            .map_or_else(|| format!("{:032x}", rand::random::<u128>()), |c| c.sid);
+        let now = unix_now();
+        let exp = now + self.0.ttl.as_secs();
+        self.0
+            .names
+            .claim(&NameKeys::of(&name), &sid, exp, now)
+            .map_err(|e| match e {
+                ClaimError::Taken => ApiError {
+                    status: StatusCode::CONFLICT,
+                    message: format!(
+                        "the name \"{name}\" is taken (or looks like one that is): pick another"
+                    ),
+                    field: Some("name"),
+                },
+                ClaimError::Full => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many names are in use: try again later",
+                ),
+            })?;
         let claims = Claims {
-            sub: user_id(name),
-            name: name.to_owned(),
-            exp: now + self.0.ttl.as_secs(),
+            sub: user_id(&name),
+            name,
+            sid,
+            exp,
             iat: now,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.0.encoding)
-            .map_err(|e| format!("cannot sign a token: {e}"))?;
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot sign a token: {e}"),
+                )
+            })?;
         Ok(Login {
             token,
             user: claims.sub,
@@ -181,6 +248,28 @@ impl ChatAuth {
 
     /// Checks a token's signature and expiry and returns who it names.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthRejection> {
+        let claims = self.decode(token)?;
+        // A server restarted with the same key has forgotten who holds which name:
+        // the holder's token takes its name back, unless someone else (with a name
+        // that looks the same) got there first. A full registry refuses no valid
+        // token; the name is then just not held.
+        let keys = NameKeys::of(&claims.name);
+        if self
+            .0
+            .names
+            .claim(&keys, &claims.sid, claims.exp, unix_now())
+            == Err(ClaimError::Taken)
+        {
+            return Err(AuthRejection::Unauthorized(
+                "this name is now held by someone else: sign in again".into(),
+            ));
+        }
+        Ok(Identity::new(claims.sub, claims.name)
+            .with_expiry(UNIX_EPOCH + Duration::from_secs(claims.exp)))
+    }
+
+    /// The claims of a token with a valid signature that has not expired.
+    fn decode(&self, token: &str) -> Result<Claims, AuthRejection> {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.0.decoding, &self.0.validation)
             .map_err(|e| {
                 AuthRejection::Unauthorized(match e.kind() {
@@ -189,15 +278,13 @@ impl ChatAuth {
                 })
             })?
             .claims;
-        let identity = Identity::new(claims.sub, claims.name)
-            .with_expiry(UNIX_EPOCH + Duration::from_secs(claims.exp));
         // jsonwebtoken compares whole seconds; the hub expires a connection at the
         // `exp` instant itself. Judge like the hub so that `/session` never accepts a
         // token the handshake refuses.
-        if identity.is_expired(SystemTime::now()) {
+        if UNIX_EPOCH + Duration::from_secs(claims.exp) <= SystemTime::now() {
             return Err(AuthRejection::Unauthorized("token expired".into()));
         }
-        Ok(identity)
+        Ok(claims)
     }
 }
 
@@ -216,30 +303,16 @@ impl Authenticator for ChatAuth {
     }
 }
 
-/// `name` trimmed, if it can be a display name: 1 to 32 characters, none of them
-/// control, zero-width or bidi-override characters (they make one name pass for
-/// another).
-pub fn valid_name(name: &str) -> Result<&str, String> {
-    let name = name.trim();
-    let chars = name.chars().count();
-    if !(1..=MAX_NAME_CHARS).contains(&chars) {
-        return Err(format!(
-            "the name must be 1 to {MAX_NAME_CHARS} characters long"
-        ));
-    }
-    let invisible = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
-    };
-    if name.chars().any(invisible) {
-        return Err("the name contains invisible or control characters".into());
-    }
-    Ok(name)
-}
-
 /// The user id of a display name: its lower case, so "Alice" and "alice" are one user.
 pub fn user_id(name: &str) -> String {
     name.trim().to_lowercase()
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Whether `id` (the part after `chat:`) is a room name the chat accepts: 1 to 32 of
@@ -296,6 +369,10 @@ pub struct ChatOptions {
     /// How long a token is valid. Default 12 hours; the hub closes a connection (1008)
     /// when its token expires, and the page signs in again.
     pub token_ttl: Duration,
+    /// How many display names may be held at once (each until its last token
+    /// expires). Default [`names::DEFAULT_MAX_NAMES`] (10,000, the hub's default
+    /// connection cap): a few MB at most; past it, `POST /login` answers 503.
+    pub max_names: usize,
 }
 
 impl Default for ChatOptions {
@@ -306,6 +383,7 @@ impl Default for ChatOptions {
             tls: None,
             secret: None,
             token_ttl: Duration::from_secs(12 * 60 * 60),
+            max_names: names::DEFAULT_MAX_NAMES,
         }
     }
 }
@@ -375,12 +453,14 @@ impl ChatServer {
 #[derive(Clone)]
 struct AppState {
     auth: ChatAuth,
+    /// Whether the login cookie gets `Secure` (served over https).
+    secure_cookie: bool,
 }
 
 /// Starts the chat on `listener` (port 0 is fine) and returns at once; the server runs
 /// until its hub shuts down. Fails only if TLS cannot be set up.
 pub async fn start(listener: TcpListener, options: ChatOptions) -> io::Result<ChatServer> {
-    let auth = ChatAuth::new(&options.secret(), options.token_ttl);
+    let auth = ChatAuth::with_max_names(&options.secret(), options.token_ttl, options.max_names);
     let hub = Hub::builder()
         .namespace(chat_namespace())
         .authenticator(auth.clone())
@@ -393,7 +473,10 @@ pub async fn start(listener: TcpListener, options: ChatOptions) -> io::Result<Ch
         .route("/login", post(login))
         .route("/session", get(session))
         .route("/ws", hub.axum_route())
-        .with_state(AppState { auth: auth.clone() });
+        .with_state(AppState {
+            auth: auth.clone(),
+            secure_cookie: options.tls.is_some(),
+        });
     let served = common::serve(listener, app, hub.clone(), options.tls.as_ref()).await?;
     Ok(ChatServer {
         hub,
@@ -420,7 +503,12 @@ const APP_JS: &str = include_str!("chat/app.js");
 /// Largest `POST /login` body: a name and some JSON.
 const LOGIN_BODY_LIMIT: usize = 1024;
 
-/// `POST /login {"name": ".."}`: a token for that name.
+/// The cookie in which `POST /login` leaves the token, for the next login from the
+/// same browser (another tab, after a logout) to show it holds the name.
+const LOGIN_COOKIE: &str = "chat_token";
+
+/// `POST /login {"name": "..", "token": ".."?}`: a token for that name. A valid token
+/// (`token`, or the login cookie) keeps its holder's names.
 async fn login(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         let body = common::read_json_object(&headers, body, LOGIN_BODY_LIMIT).await?;
@@ -429,13 +517,44 @@ async fn login(State(app): State<AppState>, headers: HeaderMap, body: Body) -> R
             Some(_) => return Err(ApiError::field("name", "the name must be a string")),
             None => return Err(ApiError::field("name", "the name is missing")),
         };
-        app.auth.login(name).map_err(|e| ApiError::field("name", e))
+        let presented = body.get("token").and_then(serde_json::Value::as_str);
+        app.auth.login_with(
+            name,
+            presented.into_iter().chain(cookies(&headers, LOGIN_COOKIE)),
+        )
     }
     .await;
     match result {
-        Ok(login) => axum::Json(login).into_response(),
+        Ok(login) => {
+            // HttpOnly: page scripts never see it; path /login: sent nowhere else;
+            // SameSite=Strict: no other site's request carries it.
+            let secure = if app.secure_cookie { "; Secure" } else { "" };
+            let cookie = format!(
+                "{LOGIN_COOKIE}={}; Path=/login; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
+                login.token,
+                app.auth.0.ttl.as_secs()
+            );
+            let mut response = axum::Json(login).into_response();
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            response
+        }
         Err(e) => e.into_response(),
     }
+}
+
+/// The values of the cookies called `name` in `headers`.
+fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(move |pair| {
+            let (key, value) = pair.split_once('=')?;
+            (key.trim() == name).then_some(value.trim())
+        })
 }
 
 /// `GET /session?token=..`: what the hub's handshake would say of this token. A

@@ -51,8 +51,9 @@ async fn rebind(addr: SocketAddr) -> Result<TcpListener, String> {
 }
 
 /// Two users in two browser contexts: messages, names, the online list and its
-/// notices, the typing indicator, a second tab of the same user, HTML in a message, a
-/// forged token, a new room.
+/// notices, the typing indicator, a second tab of the same user (which gets its name
+/// again through the login cookie), HTML in a message, refused names, a forged token,
+/// a new room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_users_chat_in_the_browser() {
     let server = start_chat(ChatOptions::default()).await;
@@ -99,6 +100,16 @@ async fn two_users_chat_in_the_browser() {
     assert!(
         (2500..=7000).contains(&typing_cleared),
         "the typing indicator is shown ~3 s after the last keystroke, cleared after {typing_cleared} ms\n{}",
+        fail()
+    );
+    assert_eq!(
+        report["name_refusals"],
+        json!({
+            "html": "Login failed: names may only contain letters, digits, spaces and - _ . ' (U+003C is not allowed)",
+            "invisible": "Login failed: names may not contain invisible characters (U+00AD)",
+            "taken": "Login failed: the name \"Alice\" is taken (or looks like one that is): pick another",
+        }),
+        "the page shows why the server refused a name\n{}",
         fail()
     );
     assert_eq!(report["dialogs"], json!([]), "{}", fail());

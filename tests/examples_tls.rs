@@ -220,6 +220,9 @@ async fn chat_over_wss_trusting_its_self_signed_certificate() {
     .await;
     assert_eq!(login.status, 200, "{login}");
     let token = login.json()["token"].as_str().expect("token").to_owned();
+    // The login cookie (which keeps the name for its holder) is sent over https only.
+    let cookie = login.header("set-cookie").unwrap_or_default();
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
 
     // wss: two users (the certificate names 127.0.0.1 and localhost), one room.
     let url = format!("{}?token={token}", server.ws_url());

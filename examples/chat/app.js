@@ -191,16 +191,19 @@
       return true; // the server is down: keep trying
     }
     if (resp.status !== 401) return true; // refused for another reason (limits, restart)
+    let why = REFUSED;
     if (session.accepted) {
       // A token the server took before: it expired, or the server restarted with a new
-      // key. Signing in needs only the name, so do it again.
+      // key. Signing in needs only the name (the login cookie shows the server we
+      // held it), so do it again.
       try {
         const login = await postLogin(session.name);
         session.token = login.token;
         saveSession();
         return 0; // retry at once with the new token
-      } catch (_) {
-        // fall through: refused
+      } catch (e) {
+        // Refused: say why (the name may have been taken meanwhile).
+        why = e.message;
       }
     }
     const name = session.name;
@@ -208,7 +211,7 @@
     session = null;
     saveSession();
     showLogin(name);
-    showError(REFUSED);
+    showError(why);
     return false;
   }
 
