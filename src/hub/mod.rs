@@ -1,6 +1,7 @@
 //! The [`Hub`]: namespaces, rooms, connections, limits and shutdown.
 
 mod config;
+mod pending;
 
 use std::any::TypeId;
 use std::collections::HashMap;
@@ -14,6 +15,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 pub use config::HubConfig;
+pub(crate) use pending::{PendingGuard, PendingRefused};
 
 use crate::auth::{Action, AllowAnonymous, Authenticator, DynAuthenticator, Identity};
 use crate::reaper::Reaper;
@@ -55,6 +57,14 @@ pub struct HubStats {
     pub expired: u64,
     /// Handshakes refused by a connection limit (503 or 429).
     pub refused_by_limits: u64,
+    /// Connections accepted but not yet upgraded, now: in their TLS handshake, HTTP
+    /// request head or authentication, or (under `Hub::serve_axum`) plain HTTP
+    /// connections. At most [`HubConfig::max_pending_connections`].
+    pub pending: usize,
+    /// Connections turned away at accept, before anything was read from them, because
+    /// a pending cap was full (`max_pending_connections`, `max_pending_per_host` or
+    /// `max_pending_per_network`).
+    pub refused_pending: u64,
 }
 
 /// One connection as the hub sees it.
@@ -89,6 +99,8 @@ pub(crate) struct HubInner {
     pub(crate) reaped: AtomicU64,
     pub(crate) expired: AtomicU64,
     refused: AtomicU64,
+    /// Connections not yet upgraded, counted in all, per host and per network.
+    pending: pending::PendingCounts,
 }
 
 /// The pub/sub hub: a cheap-to-clone handle (an `Arc`) shared by every connection task
@@ -189,6 +201,7 @@ impl HubBuilder {
             reaped: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            pending: pending::PendingCounts::default(),
         }));
         crate::reaper::spawn(&hub);
         hub
@@ -269,6 +282,8 @@ impl Hub {
             reaped: self.0.reaped.load(Ordering::Relaxed),
             expired: self.0.expired.load(Ordering::Relaxed),
             refused_by_limits: self.0.refused.load(Ordering::Relaxed),
+            pending: self.0.pending.current(),
+            refused_pending: self.0.pending.refused(),
         }
     }
 

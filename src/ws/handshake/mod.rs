@@ -37,6 +37,7 @@ pub use client::{client_handshake, connect};
 pub use config::{ClientConfig, HandshakeConfig, OriginCheck, OriginPolicy};
 pub use negotiate::{Negotiated, negotiate};
 pub use server::{Upgrade, accept, accept_request};
+pub(crate) use http::MAX_HEADERS;
 
 use std::io;
 
