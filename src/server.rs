@@ -173,7 +173,8 @@ impl Hub {
         // The handshake runs in its own allocation, freed when it ends: awaited inline,
         // its state (request, headers, timers) would stay in every connection's task
         // for the connection's whole life.
-        let upgraded = tokio::time::timeout_at(deadline, Box::pin(self.upgrade(stream, peer))).await;
+        let upgraded =
+            tokio::time::timeout_at(deadline, Box::pin(self.upgrade(stream, peer))).await;
         // Upgraded or refused, the connection is no longer pending.
         drop(pending);
         let (ws, identity, slot) = match upgraded {

@@ -217,7 +217,8 @@ mod tests {
         let _a = hub.reserve_pending(addr("2001:db8:0:1::1")).unwrap();
         let _b = hub.reserve_pending(addr("2001:db8:0:1::2")).unwrap();
         assert_eq!(
-            hub.reserve_pending(addr("2001:db8:0:1:ffff::3")).unwrap_err(),
+            hub.reserve_pending(addr("2001:db8:0:1:ffff::3"))
+                .unwrap_err(),
             PendingRefused::PerClient
         );
         let _c = hub.reserve_pending(addr("2001:db8:0:2::1")).unwrap();

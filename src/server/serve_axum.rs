@@ -75,11 +75,15 @@ impl Hub {
     /// caps above). Bound them in the app if it reads bodies, e.g. with a timeout
     /// layer.
     pub async fn serve_axum(&self, listener: TcpListener, app: Router) -> io::Result<()> {
-        self.accept_loop(listener, TurnAway::HttpStatus, move |hub, tcp, peer, pending| {
-            let app = app.clone();
-            let tracker = hub.clone();
-            tracker.spawn_tracked(async move { hub.serve_http(tcp, peer, app, pending).await });
-        })
+        self.accept_loop(
+            listener,
+            TurnAway::HttpStatus,
+            move |hub, tcp, peer, pending| {
+                let app = app.clone();
+                let tracker = hub.clone();
+                tracker.spawn_tracked(async move { hub.serve_http(tcp, peer, app, pending).await });
+            },
+        )
         .await
     }
 
@@ -141,7 +145,11 @@ impl Hub {
             .max_buf_size(MAX_HTTP_BUFFER.max(head_limits.max_request_size));
         // `with_upgrades`: the connection future ends when a request upgrades, handing
         // the socket to the hub's route; the pending place is given back then.
-        let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service).with_upgrades());
+        let mut conn = pin!(
+            builder
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades()
+        );
         let first_head_due = pin!(tokio::time::sleep_until(deadline));
         let mut first_head_due = first_head_due;
         let mut waiting_for_first = true;
@@ -190,7 +198,11 @@ impl Hub {
 pub(super) fn check_head_limits(req: &Request, config: &HandshakeConfig) -> Result<(), Response> {
     let lines = req.headers().len();
     let too_large = |what: String| {
-        Err((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, format!("{what}\n")).into_response())
+        Err((
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("{what}\n"),
+        )
+            .into_response())
     };
     if lines > MAX_HEADERS {
         return too_large(format!(

@@ -35,9 +35,9 @@ mod url;
 
 pub use client::{client_handshake, connect};
 pub use config::{ClientConfig, HandshakeConfig, OriginCheck, OriginPolicy};
+pub(crate) use http::MAX_HEADERS;
 pub use negotiate::{Negotiated, negotiate};
 pub use server::{Upgrade, accept, accept_request};
-pub(crate) use http::MAX_HEADERS;
 
 use std::io;
 
