@@ -294,6 +294,7 @@ pub(crate) enum TurnAway {
     /// Plain HTTP: answer `503`/`429` with `Connection: close`, then close.
     HttpStatus,
     /// TLS: close at once (an answer would cost a TLS handshake).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     Close,
 }
 

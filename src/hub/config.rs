@@ -65,7 +65,9 @@ pub struct HubConfig {
     /// /64). Over it a new connection is answered `429` (plain HTTP) or closed (TLS).
     /// Default: 16 (a browser opens up to 6 HTTP/1.1 connections per site, plus its
     /// WebSocket upgrades; raise it when many users share one address behind a NAT and
-    /// the hub serves their HTTP too, under `Hub::serve_axum`).
+    /// the hub serves their HTTP too, under `Hub::serve_axum`). Behind a reverse proxy
+    /// every connection comes from the proxy's address: raise this and
+    /// `max_pending_per_network` above what the proxy may hold open.
     pub max_pending_per_host: usize,
     /// Most pending connections from one network (keyed by
     /// [`AddrGrouping::network`](crate::AddrGrouping::network): an IPv4 /24, an IPv6

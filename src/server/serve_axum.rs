@@ -90,7 +90,8 @@ impl Hub {
     /// [`serve_axum`](Hub::serve_axum) over TLS (`https://` and `wss://` on one port).
     /// The TLS handshake counts in the first request's `handshake_timeout` deadline. A
     /// connection over a pending cap is closed at once (answering it would take a TLS
-    /// handshake).
+    /// handshake). HTTP/1.1 only: the acceptor must not offer `h2` by ALPN (those of
+    /// the [`tls`](crate::tls) module offer `http/1.1`).
     #[cfg(feature = "tls")]
     pub async fn serve_axum_tls(
         &self,
@@ -150,8 +151,7 @@ impl Hub {
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades()
         );
-        let first_head_due = pin!(tokio::time::sleep_until(deadline));
-        let mut first_head_due = first_head_due;
+        let mut first_head_due = pin!(tokio::time::sleep_until(deadline));
         let mut waiting_for_first = true;
         let mut shutdown = self.shutdown_signal();
         let mut draining: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
