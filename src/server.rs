@@ -106,7 +106,7 @@ impl Hub {
     /// Turning a connection away happens here, in the accept loop, without a task or a
     /// timer: a flood of connections over the caps costs one accept, one write and one
     /// close each.
-    pub(crate) async fn accept_loop(
+    async fn accept_loop(
         &self,
         listener: TcpListener,
         turn_away: TurnAway,
