@@ -13,7 +13,7 @@
 //! back by themselves. With `--tls` the certificate is written to a file whose path is
 //! printed: trust it, or accept the browser's warning once.
 //!
-//! One port serves everything, through `Hub::axum_route`:
+//! One port serves everything (`Hub::serve_axum`, the hub on `Hub::axum_route`):
 //!
 //! | route | what |
 //! | --- | --- |

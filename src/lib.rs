@@ -55,8 +55,14 @@
 //!
 //! [`Hub::serve`] on a `TcpListener`, [`Hub::serve_tls`] for `wss://` (feature `tls`),
 //! [`Hub::serve_stream`] for any stream, or `Hub::axum_route` to mount the hub on a
-//! route of your own axum `Router` (feature `axum`). [`Hub::shutdown`] closes every
-//! connection with 1001 after its queued messages.
+//! route of your own axum `Router`, served with `Hub::serve_axum` or
+//! `Hub::serve_axum_tls` (feature `axum`). [`Hub::shutdown`] closes every connection
+//! with 1001 after its queued messages.
+//!
+//! Before its upgrade every connection is bounded in time (`handshake_timeout` from
+//! `accept`) and in count (`max_pending_connections` in all, `max_pending_per_host`,
+//! `max_pending_per_network`), so connections that never finish a handshake
+//! (slowloris) cannot exhaust the server or crowd other clients out.
 //!
 //! ## Safe by default
 //!
@@ -69,7 +75,7 @@
 //!
 //! | feature | default | adds |
 //! | --- | --- | --- |
-//! | `axum` | yes | `Hub::axum_route` |
+//! | `axum` | yes | `Hub::axum_route`, `Hub::serve_axum` (and `Hub::serve_axum_tls` with `tls`) |
 //! | `tls` | yes | `Hub::serve_tls`, the `tls` module |
 //! | `jwt` | yes | `auth::JwtAuth` (HS256, RS256) |
 #![warn(

@@ -8,13 +8,17 @@ use std::time::Duration;
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 use crate::auth::{AuthRejection, AuthRequest, Identity};
-use crate::hub::{Hub, Slot, SlotError};
+use crate::hub::{Hub, PendingGuard, PendingRefused, Slot, SlotError};
 use crate::protocol::SUBPROTOCOL;
 use crate::session;
 use crate::ws::handshake::{HandshakeConfig, accept_request};
 use crate::ws::{WebSocket, WsConfig};
+
+#[cfg(feature = "axum")]
+mod serve_axum;
 
 impl Hub {
     /// The handshake settings the hub serves with.
@@ -40,6 +44,14 @@ impl Hub {
     /// Accepts WebSocket connections on `listener` until [`shutdown`](Hub::shutdown)
     /// begins. Each connection runs in its own task.
     ///
+    /// Before the upgrade every connection is bounded in time and in count: the HTTP
+    /// request head and authentication must be done within `handshake_timeout` of
+    /// `accept` (one deadline), and connections not yet upgraded are capped in all
+    /// (`max_pending_connections`, over it `503`), per host (`max_pending_per_host`,
+    /// `429`) and per network (`max_pending_per_network`, `429`); a connection over a
+    /// cap is answered before anything is read from it, then closed. The request head
+    /// is limited to `max_request_size` (8 KiB) and 64 header lines (`431`).
+    ///
     /// ```no_run
     /// # async fn run() -> std::io::Result<()> {
     /// let hub = wshub::Hub::builder().build();
@@ -48,28 +60,38 @@ impl Hub {
     /// # }
     /// ```
     pub async fn serve(&self, listener: TcpListener) -> io::Result<()> {
-        self.accept_loop(listener, |hub, tcp, peer| {
+        self.accept_loop(listener, TurnAway::HttpStatus, |hub, tcp, peer, pending| {
             let conn_hub = hub.clone();
-            hub.spawn_tracked(async move { conn_hub.serve_stream(tcp, Some(peer)).await });
+            let deadline = pending.deadline;
+            hub.spawn_tracked(async move {
+                conn_hub
+                    .serve_accepted(tcp, Some(peer), deadline, Some(pending.guard))
+                    .await;
+            });
         })
         .await
     }
 
-    /// Like [`serve`](Hub::serve), over TLS (`wss://`). The TLS handshake must finish
-    /// within `handshake_timeout`.
+    /// Like [`serve`](Hub::serve), over TLS (`wss://`). The TLS handshake counts in the
+    /// same `handshake_timeout` deadline as the request head and authentication. A
+    /// connection over a pending cap is closed at once (answering it would take a TLS
+    /// handshake).
     #[cfg(feature = "tls")]
     pub async fn serve_tls(
         &self,
         listener: TcpListener,
         acceptor: tokio_rustls::TlsAcceptor,
     ) -> io::Result<()> {
-        self.accept_loop(listener, move |hub, tcp, peer| {
+        self.accept_loop(listener, TurnAway::Close, move |hub, tcp, peer, pending| {
             let acceptor = acceptor.clone();
             let tracker = hub.clone();
             tracker.spawn_tracked(async move {
-                let timeout = hub.config().handshake_timeout;
-                match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => hub.serve_stream(tls, Some(peer)).await,
+                let deadline = pending.deadline;
+                match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        hub.serve_accepted(tls, Some(peer), deadline, Some(pending.guard))
+                            .await;
+                    }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
@@ -78,10 +100,17 @@ impl Hub {
         .await
     }
 
+    /// Accepts connections until shutdown begins; counts each as pending (or turns it
+    /// away at once when a pending cap is full) and hands it to `on_accept`.
+    ///
+    /// Turning a connection away happens here, in the accept loop, without a task or a
+    /// timer: a flood of connections over the caps costs one accept, one write and one
+    /// close each.
     async fn accept_loop(
         &self,
         listener: TcpListener,
-        mut on_accept: impl FnMut(Hub, tokio::net::TcpStream, SocketAddr),
+        turn_away: TurnAway,
+        mut on_accept: impl FnMut(Hub, tokio::net::TcpStream, SocketAddr, Pending),
     ) -> io::Result<()> {
         let mut shutdown = self.shutdown_signal();
         if *shutdown.borrow() {
@@ -94,8 +123,19 @@ impl Hub {
             };
             match accepted {
                 Ok((tcp, peer)) => {
-                    let _ = tcp.set_nodelay(true);
-                    on_accept(self.clone(), tcp, peer);
+                    // The deadline counts from here, before any byte is read: a TLS
+                    // handshake, a request head and authentication all share it.
+                    let deadline = Instant::now() + self.config().handshake_timeout;
+                    match self.reserve_pending(peer) {
+                        Ok(guard) => {
+                            let _ = tcp.set_nodelay(true);
+                            on_accept(self.clone(), tcp, peer, Pending { guard, deadline });
+                        }
+                        Err(why) => {
+                            tracing::debug!(%peer, ?why, "pending cap full: connection turned away");
+                            turn_away.apply(tcp, why);
+                        }
+                    }
                 }
                 Err(e) => {
                     // Usually out of file descriptors: wait for some to free up rather
@@ -109,16 +149,41 @@ impl Hub {
 
     /// Serves one already-accepted stream (plain TCP, TLS, a Unix socket...): reads the
     /// upgrade request, applies limits and authentication, and runs the connection to
-    /// its end.
+    /// its end. The request head and authentication must be done within
+    /// `handshake_timeout` of this call. The stream does not count against the
+    /// pending caps, which are the listener's (`serve`, `serve_tls`).
     pub async fn serve_stream<S>(&self, stream: S, peer: Option<SocketAddr>)
     where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let deadline = Instant::now() + self.config().handshake_timeout;
+        self.serve_accepted(stream, peer, deadline, None).await;
+    }
+
+    /// Upgrades `stream` by `deadline`, gives its pending place back, and runs it.
+    async fn serve_accepted<S>(
+        &self,
+        stream: S,
+        peer: Option<SocketAddr>,
+        deadline: Instant,
+        pending: Option<PendingGuard>,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         // The handshake runs in its own allocation, freed when it ends: awaited inline,
         // its state (request, headers, timers) would stay in every connection's task
         // for the connection's whole life.
-        let Some((ws, identity, slot)) = Box::pin(self.upgrade(stream, peer)).await else {
-            return;
+        let upgraded =
+            tokio::time::timeout_at(deadline, Box::pin(self.upgrade(stream, peer))).await;
+        // Upgraded or refused, the connection is no longer pending.
+        drop(pending);
+        let (ws, identity, slot) = match upgraded {
+            Ok(Some(upgraded)) => upgraded,
+            Ok(None) => return,
+            Err(_) => {
+                tracing::debug!(?peer, "handshake deadline passed: connection closed");
+                return;
+            }
         };
         session::run(self.clone(), ws, identity, peer).await;
         drop(slot);
@@ -215,6 +280,57 @@ fn rejection_response(r: &AuthRejection) -> (StatusCode, String) {
     (r.status(), r.message().to_owned())
 }
 
+/// A connection the accept loop let in: its place in the pending counts, and the
+/// deadline for everything before its upgrade.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub(crate) guard: PendingGuard,
+    pub(crate) deadline: Instant,
+}
+
+/// How a listener turns away a connection over a pending cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TurnAway {
+    /// Plain HTTP: answer `503`/`429` with `Connection: close`, then close.
+    HttpStatus,
+    /// TLS: close at once (an answer would cost a TLS handshake).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    Close,
+}
+
+impl TurnAway {
+    /// Turns `tcp` away without waiting for anything: one non-blocking write of a
+    /// canned response (a fresh socket's send buffer always has room for it), one
+    /// non-blocking read of what the client already sent, and a close.
+    fn apply(self, tcp: tokio::net::TcpStream, why: PendingRefused) {
+        use std::io::{Read, Write};
+        // Out of tokio's reactor: a fresh tokio stream does not know yet that it is
+        // writable, and would refuse a `try_write` rather than try.
+        let Ok(mut tcp) = tcp.into_std() else { return };
+        if self == TurnAway::HttpStatus {
+            let response: &[u8] = match why {
+                PendingRefused::Full => {
+                    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
+                      Content-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\n\
+                      Retry-After: 1\r\n\r\ntoo many connections\n"
+                }
+                PendingRefused::PerClient => {
+                    b"HTTP/1.1 429 Too Many Requests\r\nConnection: close\r\n\
+                      Content-Type: text/plain; charset=utf-8\r\nContent-Length: 39\r\n\
+                      Retry-After: 1\r\n\r\ntoo many connections from your network\n"
+                }
+            };
+            let _ = tcp.write(response);
+        }
+        // Closing a socket with unread input sends a reset, which can destroy the
+        // response before the client reads it: read what has already arrived (the
+        // request head, usually) first. Once, without waiting: a client that keeps
+        // sending gets the reset.
+        let mut sink = [0u8; 2048];
+        let _ = tcp.read(&mut sink);
+    }
+}
+
 #[cfg(feature = "axum")]
 mod axum_route {
     use axum::extract::{ConnectInfo, Request};
@@ -228,7 +344,9 @@ mod axum_route {
 
     impl Hub {
         /// An axum route that upgrades to the hub, for mounting next to the
-        /// application's own routes on one port:
+        /// application's own routes on one port. Serve the app with
+        /// [`serve_axum`](Hub::serve_axum) (or `serve_axum_tls`), which bounds every
+        /// connection before its upgrade:
         ///
         /// ```no_run
         /// use axum::{Router, routing::get};
@@ -238,10 +356,26 @@ mod axum_route {
         ///     .route("/", get(|| async { "hello" }))
         ///     .route("/ws", hub.axum_route());
         /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-        /// // `with_connect_info` gives the hub peer addresses (per-IP limits, auth).
-        /// axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
+        /// hub.serve_axum(listener, app).await
         /// # }
         /// ```
+        ///
+        /// Which limits apply depends on the server the route is mounted under:
+        ///
+        /// | limit | `serve_axum` | `axum::serve` |
+        /// | --- | --- | --- |
+        /// | head size (8 KiB) and header lines (64), `431` | while reading the head, every route | this route only, after hyper read the head (hyper's own limits: about 400 KiB, 100 lines) |
+        /// | time for the request head | `handshake_timeout` | none (axum sets no header-read timeout) |
+        /// | idle keep-alive connections | closed after `handshake_timeout` | kept open |
+        /// | pending caps (`max_pending_*`) | yes | no |
+        /// | `max_connections`, `max_connections_per_ip` | yes | total only, unless the app is served with `ConnectInfo` |
+        /// | authentication time (`handshake_timeout`) | yes | yes |
+        /// | origin policy, subprotocol, permessage-deflate | yes | yes |
+        ///
+        /// Under `axum::serve`, serve the app with
+        /// `app.into_make_service_with_connect_info::<std::net::SocketAddr>()`: without
+        /// `ConnectInfo` the hub does not know peer addresses, per-IP limits are off,
+        /// and the first such request logs a warning (once per process).
         pub fn axum_route<St>(&self) -> axum::routing::MethodRouter<St>
         where
             St: Clone + Send + Sync + 'static,
@@ -258,7 +392,13 @@ mod axum_route {
                 .extensions()
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|c| c.0);
-            let negotiated = match negotiate(&req, &self.handshake_config()) {
+            super::serve_axum::warn_once_without_peer(peer);
+            let config = self.handshake_config();
+            // Under `axum::serve` these limits were not applied when the head was read.
+            if let Err(response) = super::serve_axum::check_head_limits(&req, &config) {
+                return response;
+            }
+            let negotiated = match negotiate(&req, &config) {
                 Ok(n) => n,
                 Err(e) => {
                     let status = e.status().unwrap_or(StatusCode::BAD_REQUEST);

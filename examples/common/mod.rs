@@ -1,26 +1,19 @@
 //! Code the `chat` and `news_feed` examples share: their command-line flags, serving an
-//! axum app (with the hub on one of its routes) over http or https, static assets and
-//! JSON errors. Each example includes it with `#[path = "common/mod.rs"] mod common;`.
+//! axum app (with the hub on one of its routes) over http or https with
+//! `Hub::serve_axum`, static assets and JSON errors. Each example includes it with `#[path = "common/mod.rs"] mod common;`.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::pin;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
-use tokio_util::sync::CancellationToken;
+use tokio::task::JoinHandle;
 use wshub::Hub;
 use wshub::tls::TlsAcceptor;
 
@@ -163,13 +156,16 @@ pub struct Served {
     pub local_addr: SocketAddr,
     /// `Some` when serving https and wss.
     pub tls: Option<TlsInfo>,
-    /// The serving task: it ends once the hub has begun shutting down and open HTTP
-    /// requests are done, after dropping the listener (so the port can be bound again).
+    /// The serving task: it ends, after dropping the listener (so the port can be
+    /// bound again), once the hub has begun shutting down. `Hub::shutdown` waits for
+    /// open HTTP requests to finish.
     pub task: JoinHandle<io::Result<()>>,
 }
 
 /// Serves `app` on `listener`, over TLS if `tls` says so, until `hub` begins shutting
-/// down. Peer addresses reach the hub as `ConnectInfo` (per-IP limits, logs).
+/// down, with `Hub::serve_axum`: request heads are bounded in size and time, idle
+/// connections are closed, connections not yet upgraded are capped in all, per host
+/// and per network, and peer addresses reach the hub as `ConnectInfo`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -177,20 +173,8 @@ pub async fn serve(
     tls: Option<&TlsChoice>,
 ) -> io::Result<Served> {
     let local_addr = listener.local_addr()?;
-    let stop = CancellationToken::new();
-    tokio::spawn(cancel_on_shutdown(hub, stop.clone()));
     let Some(choice) = tls else {
-        // Plain http: axum's own server. The listener sets TCP_NODELAY on every
-        // connection: WebSocket messages are small and should leave at once.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        });
+        let task = tokio::spawn(async move { hub.serve_axum(listener, app).await });
         return Ok(Served {
             local_addr,
             tls: None,
@@ -198,7 +182,7 @@ pub async fn serve(
         });
     };
     let (acceptor, info) = tls_acceptor(choice, local_addr.ip())?;
-    let task = tokio::spawn(serve_tls(listener, app, acceptor, stop));
+    let task = tokio::spawn(async move { hub.serve_axum_tls(listener, acceptor, app).await });
     Ok(Served {
         local_addr,
         tls: Some(info),
@@ -264,97 +248,6 @@ fn write_cert(path: &Path, pem: &str) -> io::Result<()> {
         file.write_all(pem.as_bytes())
     };
     write().map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
-}
-
-/// How long a TLS handshake may take, and an HTTP request head after it.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long open HTTP connections get to finish once the server stops.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The https accept loop: axum has no TLS of its own, so each TCP stream goes through
-/// the TLS acceptor and then hyper's HTTP/1.1 server (with upgrades, for the hub's
-/// WebSocket route). One task per connection, so a slow TLS handshake holds up nobody.
-async fn serve_tls(
-    listener: TcpListener,
-    app: Router,
-    acceptor: TlsAcceptor,
-    stop: CancellationToken,
-) -> io::Result<()> {
-    let mut conns = JoinSet::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors, usually: wait for some to be freed.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            // Reap finished connections so the set stays as big as what is open.
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-            () = stop.cancelled() => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, app, stop) = (acceptor.clone(), app.clone(), stop.clone());
-        conns.spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-            };
-            let router = TowerToHyperService::new(app);
-            // What `into_make_service_with_connect_info` does for plain http: the hub
-            // reads the peer address from this extension.
-            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                hyper::service::Service::call(&router, req)
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HANDSHAKE_TIMEOUT)
-                .serve_connection(TokioIo::new(tls), service)
-                .with_upgrades();
-            let mut conn = pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                () = stop.cancelled() => {
-                    // Finish the request in flight, then close (idle ones close now).
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "https connection ended with an error");
-            }
-        });
-    }
-    // Free the port first, then give open connections a moment to finish.
-    drop(listener);
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::debug!(left = conns.len(), "aborting https connections still open");
-    }
-    Ok(())
-}
-
-/// Cancels `stop` once `hub` begins shutting down. wshub has no public future for that
-/// (only `Hub::is_shutting_down`), so this polls; 50 ms is nothing next to a shutdown.
-async fn cancel_on_shutdown(hub: Hub, stop: CancellationToken) {
-    loop {
-        if hub.is_shutting_down() {
-            stop.cancel();
-            return;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(50)) => {}
-            () = stop.cancelled() => return,
-        }
-    }
 }
 
 /// Prints where the self-signed certificate is, if there is one.
@@ -491,9 +384,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// How long a client has to send a request body.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Reads a JSON object body of at most `limit` bytes: 415 unless the content type is
 /// JSON (which also keeps other sites' HTML forms out: browsers must ask first before
-/// sending JSON cross-origin), 413 over the limit, 400 if it is not a JSON object.
+/// sending JSON cross-origin), 413 over the limit, 408 if it takes over 10 s to arrive,
+/// 400 if it is not a JSON object.
 pub async fn read_json_object(
     headers: &HeaderMap,
     body: Body,
@@ -523,9 +420,12 @@ pub async fn read_json_object(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    // `to_bytes` stops reading at the limit, whatever Content-Length claimed.
-    let bytes = axum::body::to_bytes(body, limit)
+    // `to_bytes` stops reading at the limit, whatever Content-Length claimed; the time
+    // bound stops a client trickling its body from holding the connection (the server
+    // bounds request heads, not bodies).
+    let bytes = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit))
         .await
+        .map_err(|_| ApiError::new(StatusCode::REQUEST_TIMEOUT, "the body took too long"))?
         .map_err(|_| too_large())?;
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Ok(map),

@@ -86,8 +86,39 @@ pub struct HubConfig {
     /// A connection that sent nothing (not even a pong) for this long is closed and
     /// leaves its rooms. Default: 60 s.
     pub pong_timeout: Duration,
-    /// Time a client has to complete the HTTP upgrade. Default: 10 s.
+    /// Time a connection has, from `accept`, to finish everything before the upgrade:
+    /// TLS handshake, HTTP request head and authentication, as one deadline (under
+    /// [`Hub::serve`](crate::Hub::serve) and [`Hub::serve_tls`](crate::Hub::serve_tls)).
+    /// Under `Hub::serve_axum` it bounds the TLS handshake and first request head
+    /// together, each later request head (and the idle wait before it), and
+    /// authentication on the hub's route. Past it the connection is closed without an
+    /// answer. Default: 10 s (a slow mobile TLS handshake takes a second or two;
+    /// slowloris connections are dropped soon after).
     pub handshake_timeout: Duration,
+    /// Most connections accepted but not yet upgraded (see
+    /// [`HubStats::pending`](crate::HubStats::pending)). Over it a new connection is
+    /// answered `503` with `Connection: close` (plain HTTP) or closed (TLS) before
+    /// anything is read from it. Default: 1,024: this bounds what connections that
+    /// never finish their handshake (slowloris) can hold, in file descriptors and
+    /// buffers (each pending connection holds at most one request head of
+    /// `max_request_size`, 8 KiB, plus hyper's or rustls's buffers), while a legitimate
+    /// handshake is pending only for a few milliseconds.
+    pub max_pending_connections: usize,
+    /// Most pending connections from one host (keyed by
+    /// [`AddrGrouping::host`](crate::AddrGrouping::host): one IPv4 address, one IPv6
+    /// /64). Over it a new connection is answered `429` (plain HTTP) or closed (TLS).
+    /// Default: 16 (a browser opens up to 6 HTTP/1.1 connections per site, plus its
+    /// WebSocket upgrades; raise it when many users share one address behind a NAT and
+    /// the hub serves their HTTP too, under `Hub::serve_axum`). Behind a reverse proxy
+    /// every connection comes from the proxy's address: raise this and
+    /// `max_pending_per_network` above what the proxy may hold open.
+    pub max_pending_per_host: usize,
+    /// Most pending connections from one network (keyed by
+    /// [`AddrGrouping::network`](crate::AddrGrouping::network): an IPv4 /24, an IPv6
+    /// /48). Over it a new connection is answered `429` (plain HTTP) or closed (TLS).
+    /// Default: 128 (one eighth of `max_pending_connections`, so that one network
+    /// cannot fill the global cap and crowd everyone else out).
+    pub max_pending_per_network: usize,
     /// How long [`Hub::shutdown`](crate::Hub::shutdown) lets connections drain their queues and finish the
     /// closing handshake before giving up on them. Default: 10 s.
     pub shutdown_timeout: Duration,
@@ -134,6 +165,9 @@ impl Default for HubConfig {
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
+            max_pending_connections: 1024,
+            max_pending_per_host: 16,
+            max_pending_per_network: 128,
             shutdown_timeout: Duration::from_secs(10),
             compression_level: 1,
             compression: true,

@@ -1,6 +1,7 @@
 //! The [`Hub`]: namespaces, rooms, connections, limits and shutdown.
 
 mod config;
+mod pending;
 mod presence_task;
 
 use std::any::TypeId;
@@ -15,6 +16,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::task::TaskTracker;
 
 pub use config::{HubConfig, default_room_name_char};
+pub(crate) use pending::{PendingGuard, PendingRefused};
 
 use crate::auth::{Action, AllowAnonymous, Authenticator, DynAuthenticator, Identity};
 use crate::rate::SharedBucket;
@@ -57,6 +59,14 @@ pub struct HubStats {
     pub expired: u64,
     /// Handshakes refused by a connection limit (503 or 429).
     pub refused_by_limits: u64,
+    /// Connections accepted but not yet upgraded, now: in their TLS handshake, HTTP
+    /// request head or authentication, or (under `Hub::serve_axum`) plain HTTP
+    /// connections. At most [`HubConfig::max_pending_connections`].
+    pub pending: usize,
+    /// Connections turned away at accept, before anything was read from them, because
+    /// a pending cap was full (`max_pending_connections`, `max_pending_per_host` or
+    /// `max_pending_per_network`).
+    pub refused_pending: u64,
 }
 
 /// One connection as the hub sees it.
@@ -102,6 +112,8 @@ pub(crate) struct HubInner {
     /// nobody holds is forgotten once full again (`prune_rate_limits`).
     user_buckets: DashMap<Arc<str>, Arc<SharedBucket>>,
     host_buckets: DashMap<IpAddr, Arc<SharedBucket>>,
+    /// Connections not yet upgraded, counted in all, per host and per network.
+    pending: pending::PendingCounts,
 }
 
 impl Drop for HubInner {
@@ -213,6 +225,7 @@ impl HubBuilder {
             presence_wake: Arc::new(Notify::new()),
             user_buckets: DashMap::new(),
             host_buckets: DashMap::new(),
+            pending: pending::PendingCounts::default(),
         }));
         crate::reaper::spawn(&hub);
         presence_task::spawn(&hub);
@@ -294,6 +307,8 @@ impl Hub {
             reaped: self.0.reaped.load(Ordering::Relaxed),
             expired: self.0.expired.load(Ordering::Relaxed),
             refused_by_limits: self.0.refused.load(Ordering::Relaxed),
+            pending: self.0.pending.current(),
+            refused_pending: self.0.pending.refused(),
         }
     }
 

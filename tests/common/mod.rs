@@ -15,6 +15,7 @@
 //! `python3` and `node` found on `PATH`.
 #![allow(dead_code)]
 
+pub mod attack;
 pub mod echo;
 pub mod hub;
 pub mod raw;

@@ -11,7 +11,7 @@ use crate::error::HandshakeError;
 
 /// Most header lines accepted in a request or response head; more is treated as an
 /// oversized head (431) rather than a malformed one.
-pub(super) const MAX_HEADERS: usize = 64;
+pub(crate) const MAX_HEADERS: usize = 64;
 
 /// First size of the head buffer. Typical upgrade requests are 300-600 bytes, so most
 /// handshakes never grow it.

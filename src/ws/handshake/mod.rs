@@ -35,6 +35,8 @@ mod url;
 
 pub use client::{client_handshake, connect};
 pub use config::{ClientConfig, HandshakeConfig, OriginCheck, OriginPolicy};
+#[cfg(feature = "axum")]
+pub(crate) use http::MAX_HEADERS;
 pub use negotiate::{Negotiated, negotiate};
 pub use server::{Upgrade, accept, accept_request};
 
