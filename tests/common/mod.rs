@@ -18,6 +18,7 @@
 pub mod attack;
 pub mod echo;
 pub mod hub;
+pub mod memory;
 pub mod raw;
 
 use std::io::{BufRead, BufReader, Read};
