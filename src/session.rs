@@ -103,7 +103,7 @@ struct Session {
     host_bucket: Option<Arc<SharedBucket>>,
     /// This connection's limit on joins and leaves (what presence announces).
     membership: TokenBucket,
-    /// Rate-limited messages in a row.
+    /// Rate-limited messages, less a quarter for each message that passed since.
     strikes: u32,
 }
 
@@ -161,7 +161,10 @@ impl Session {
             );
             return;
         }
-        self.strikes = 0;
+        // A message that passes forgives a quarter of the strikes, not all of them: a
+        // client that overflows now and then recovers quickly, but one that floods in
+        // batches, letting a message through between them, still reaches the limit.
+        self.strikes -= self.strikes.div_ceil(4);
         let Some(text) = msg.as_text() else {
             self.reply(
                 None,

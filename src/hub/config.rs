@@ -30,8 +30,10 @@ pub struct HubConfig {
     pub rate_per_second: f64,
     /// Burst of client messages allowed above the sustained rate. Default: 100.
     pub rate_burst: f64,
-    /// Rate-limited messages in a row after which the connection is closed with 1008
-    /// ("flooding"); a message that passes resets the count. Default: 100.
+    /// Rate-limited messages after which the connection is closed with 1008
+    /// ("flooding"). Each message that passes forgives a quarter of the count (not all
+    /// of it, so flooding in batches with a pause between them is caught too).
+    /// Default: 100.
     pub flood_limit: u32,
     /// Sustained client messages per second of one user across all their connections
     /// (on top of the per-connection limit), so opening more tabs or sockets does not
