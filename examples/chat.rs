@@ -6,6 +6,7 @@
 //! cargo run --example chat -- --port 9000           # or PORT=9000
 //! cargo run --example chat -- --tls                 # https://, self-signed certificate
 //! cargo run --example chat -- --cert cert.pem --key key.pem
+//! CHAT_MAX_CONNECTIONS_PER_IP=5000 cargo run --example chat   # load tests from one host
 //! ```
 //!
 //! Open the printed URL in two windows (a normal and a private one make two users),
@@ -296,6 +297,11 @@ pub struct ChatOptions {
     /// How long a token is valid. Default 12 hours; the hub closes a connection (1008)
     /// when its token expires, and the page signs in again.
     pub token_ttl: Duration,
+    /// Most WebSocket connections from one IP address (`CHAT_MAX_CONNECTIONS_PER_IP`).
+    /// `None` (the default) keeps the hub's default, which is right for a real
+    /// deployment. Only for load tests (`benches/soak.rs`), whose clients all come from
+    /// 127.0.0.1 and would otherwise be refused with 429 after the first hundred.
+    pub max_connections_per_ip: Option<usize>,
 }
 
 impl Default for ChatOptions {
@@ -306,15 +312,27 @@ impl Default for ChatOptions {
             tls: None,
             secret: None,
             token_ttl: Duration::from_secs(12 * 60 * 60),
+            max_connections_per_ip: None,
         }
     }
 }
 
 impl ChatOptions {
     /// Options from the command line (`--port`, `--host`, `--tls`, `--cert`, `--key`)
-    /// and the environment (`PORT`, `CHAT_SECRET`).
+    /// and the environment (`PORT`, `CHAT_SECRET`, `CHAT_MAX_CONNECTIONS_PER_IP`).
+    /// Exits with a message if `CHAT_MAX_CONNECTIONS_PER_IP` is not a positive number.
     pub fn from_env() -> Self {
         let flags = common::Flags::from_env("chat", 8080);
+        let max_connections_per_ip = std::env::var("CHAT_MAX_CONNECTIONS_PER_IP")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .map(|s| match s.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    eprintln!("chat: CHAT_MAX_CONNECTIONS_PER_IP={s} is not a positive number");
+                    std::process::exit(2);
+                }
+            });
         ChatOptions {
             host: flags.host,
             port: flags.port,
@@ -323,6 +341,7 @@ impl ChatOptions {
                 .ok()
                 .filter(|s| !s.is_empty())
                 .map(String::into_bytes),
+            max_connections_per_ip,
             ..ChatOptions::default()
         }
     }
@@ -381,10 +400,13 @@ struct AppState {
 /// until its hub shuts down. Fails only if TLS cannot be set up.
 pub async fn start(listener: TcpListener, options: ChatOptions) -> io::Result<ChatServer> {
     let auth = ChatAuth::new(&options.secret(), options.token_ttl);
-    let hub = Hub::builder()
+    let mut builder = Hub::builder()
         .namespace(chat_namespace())
-        .authenticator(auth.clone())
-        .build();
+        .authenticator(auth.clone());
+    if let Some(n) = options.max_connections_per_ip {
+        builder = builder.configure(|c| c.max_connections_per_ip = n);
+    }
+    let hub = builder.build();
     let app = Router::new()
         .route("/", get(|| async { asset(HTML, INDEX_HTML) }))
         .route("/style.css", get(|| async { asset(CSS, STYLE_CSS) }))
