@@ -17,15 +17,16 @@
 //! The load, from tokio-tungstenite clients (independent of the crate under test),
 //! each logging in with `POST /login` as a new user (`soak1`, `soak2`, ...):
 //!
-//! - **readers** in the publish rooms `chat:soak-N` (half of them also in `chat:busy`)
-//!   that only read;
+//! - **readers** in the publish rooms `chat:soak-N` (a quarter of them also in
+//!   `chat:busy`) that only read;
 //! - **publishers**: steady publishes in the publish rooms, fanned out to the readers;
 //! - **busy publishers**: large messages in `chat:busy`;
 //! - **churners**: log in, connect, join a publish room and a brand-new room (with
 //!   presence metas), publish, leave, disconnect, again and again;
 //! - **presence**: joins and leaves of `chat:busy` with padded metas;
-//! - **slow consumers** in `chat:busy` that read slower than it sends until the server
-//!   closes them with 1013, then come back;
+//! - **slow consumers** in `chat:busy` that stop reading until the server closes them
+//!   with 1013, then come back (they learn of the close from the others, who see them
+//!   leave the room, and only then read their backlog and the close frame);
 //! - **flooders** that send past the rate limit until closed with 1008, then come back;
 //! - **legitimate** members of `chat:busy` timing their publishes' round trip (until
 //!   their own message comes back through the fan-out).

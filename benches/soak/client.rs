@@ -6,15 +6,17 @@
 //! Whatever ends a connection is counted where it is seen, and the caller gets an
 //! [`End`] saying only whether to close politely or just drop.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -53,6 +55,10 @@ pub(crate) struct Ctx {
     /// Makes the churners' private rooms unique (`chat:c1`, ...), so rooms are created
     /// and dropped all the time.
     next_room: AtomicU64,
+    /// Slow consumers by user id, woken when a member of their room sees them leave
+    /// (see `load::slow_consumer`). A std mutex: a lookup per presence diff, never
+    /// held across an `.await`.
+    watched: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 impl Ctx {
@@ -65,7 +71,24 @@ impl Ctx {
             opts,
             next_name: AtomicU64::new(1),
             next_room: AtomicU64::new(1),
+            watched: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Wakes the returned `Notify` when any client sees `user` leave a room.
+    pub(crate) fn watch_leave(&self, user: &str) -> Arc<Notify> {
+        let notify = Arc::new(Notify::new());
+        self.watched_map().insert(user.to_owned(), notify.clone());
+        notify
+    }
+
+    /// Stops watching `user`.
+    pub(crate) fn unwatch(&self, user: &str) {
+        self.watched_map().remove(user);
+    }
+
+    fn watched_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+        self.watched.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether the run is over.
@@ -108,6 +131,10 @@ pub(crate) struct Conn {
     /// The user id (the display name in lower case).
     pub(crate) user: String,
     next_id: u64,
+    /// The server is expected to drop this connection without a close frame reaching
+    /// it (a slow consumer that read nothing for longer than the server's closing
+    /// handshake lasts): count that as a close, not as an error.
+    pub(crate) expect_drop: bool,
 }
 
 impl Drop for Conn {
@@ -258,6 +285,7 @@ impl Conn {
             ctx: ctx.clone(),
             user,
             next_id: 1,
+            expect_drop: false,
         })
     }
 
@@ -266,7 +294,17 @@ impl Conn {
         let stats = &self.ctx.stats;
         match v["op"].as_str() {
             Some("message") => stats.add(Count::Received),
-            Some("presence_diff") => stats.add(Count::Diffs),
+            Some("presence_diff") => {
+                stats.add(Count::Diffs);
+                if let Some(leaves) = v["leaves"].as_object().filter(|l| !l.is_empty()) {
+                    let watched = self.ctx.watched_map();
+                    for user in leaves.keys() {
+                        if let Some(n) = watched.get(user) {
+                            n.notify_one();
+                        }
+                    }
+                }
+            }
             Some("reply") if v["ok"] == true && v["data"].get("delivered").is_some() => {
                 stats.add(Count::Acks);
             }
@@ -284,45 +322,83 @@ impl Conn {
     /// lasts. Cancel-safe (it may be one branch of a `select!`).
     pub(crate) async fn recv(&mut self) -> Result<Value, End> {
         loop {
-            let next = tokio::select! {
-                next = self.ws.next() => next,
-                () = self.ctx.stop.cancelled() => return Err(End::Stopped),
-            };
-            let stats = &self.ctx.stats;
-            match next {
-                Some(Ok(Message::Text(text))) => match serde_json::from_str::<Value>(&text) {
-                    Ok(v) => {
-                        self.note(&v);
-                        return Ok(v);
+            if let Some(v) = self.next_frame(true).await? {
+                return Ok(v);
+            }
+        }
+    }
+
+    /// Reads and counts the next server frame, without parsing a `message` (most of
+    /// the traffic, which a reader only counts). Cancel-safe.
+    pub(crate) async fn skim(&mut self) -> Result<(), End> {
+        self.next_frame(false).await.map(|_| ())
+    }
+
+    /// The next frame: `Some(json)`, or `None` for a frame that carried nothing to
+    /// return (a ping, or a `message` when `messages` is false).
+    async fn next_frame(&mut self, messages: bool) -> Result<Option<Value>, End> {
+        let next = tokio::select! {
+            next = self.ws.next() => next,
+            () = self.ctx.stop.cancelled() => return Err(End::Stopped),
+        };
+        let stats = &self.ctx.stats;
+        match next {
+            // The server writes `op` first (an internally tagged enum): a message can
+            // be counted without parsing its data.
+            Some(Ok(Message::Text(text)))
+                if !messages && text.starts_with(r#"{"op":"message","#) =>
+            {
+                stats.add(Count::Received);
+                Ok(None)
+            }
+            Some(Ok(Message::Text(text))) => match serde_json::from_str::<Value>(&text) {
+                Ok(v) => {
+                    self.note(&v);
+                    Ok(Some(v))
+                }
+                Err(_) => {
+                    stats.error("server sent text that is not JSON");
+                    Ok(None)
+                }
+            },
+            Some(Ok(Message::Close(frame))) => {
+                let code = frame.map(|f| u16::from(f.code));
+                match code {
+                    Some(1013) => stats.add(Count::Closed1013),
+                    Some(1008) => stats.add(Count::Closed1008),
+                    Some(c) => {
+                        stats.add(Count::ClosedOther);
+                        stats.detail(format!("closed by the server: {c}"));
                     }
-                    Err(_) => stats.error("server sent text that is not JSON"),
-                },
-                Some(Ok(Message::Close(frame))) => {
-                    let code = frame.map(|f| u16::from(f.code));
-                    match code {
-                        Some(1013) => stats.add(Count::Closed1013),
-                        Some(1008) => stats.add(Count::Closed1008),
-                        Some(c) => {
-                            stats.add(Count::ClosedOther);
-                            stats.detail(format!("closed by the server: {c}"));
-                        }
-                        None => {
-                            stats.add(Count::ClosedOther);
-                            stats.detail("closed by the server: no code");
-                        }
+                    None => {
+                        stats.add(Count::ClosedOther);
+                        stats.detail("closed by the server: no code");
                     }
-                    return Err(End::Closed(code));
                 }
-                // Pings are answered by tungstenite; wshub.v1 has no binary frames.
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    stats.error(format!("read: {}", error_kind(&e)));
-                    return Err(End::Failed);
-                }
-                None => {
-                    stats.error("read: the connection ended without a close frame");
-                    return Err(End::Failed);
-                }
+                Err(End::Closed(code))
+            }
+            // Pings are answered by tungstenite; wshub.v1 has no binary frames.
+            Some(Ok(_)) => Ok(None),
+            Some(Err(e)) if self.expect_drop => {
+                stats.add(Count::ClosedOther);
+                stats.detail(format!(
+                    "slow consumer dropped without a close frame ({})",
+                    error_kind(&e)
+                ));
+                Err(End::Closed(None))
+            }
+            Some(Err(e)) => {
+                stats.error(format!("read: {}", error_kind(&e)));
+                Err(End::Failed)
+            }
+            None if self.expect_drop => {
+                stats.add(Count::ClosedOther);
+                stats.detail("slow consumer dropped without a close frame (EOF)");
+                Err(End::Closed(None))
+            }
+            None => {
+                stats.error("read: the connection ended without a close frame");
+                Err(End::Failed)
             }
         }
     }
@@ -331,7 +407,7 @@ impl Conn {
     pub(crate) async fn idle(&mut self, d: Duration) -> Result<(), End> {
         let until = tokio::time::Instant::now() + d;
         loop {
-            match tokio::time::timeout_at(until, self.recv()).await {
+            match tokio::time::timeout_at(until, self.skim()).await {
                 Ok(r) => r?,
                 Err(_) => return Ok(()),
             };

@@ -18,6 +18,8 @@ pub(crate) const BUSY_ROOM: &str = "chat:busy";
 const BACKOFF: Duration = Duration::from_secs(1);
 /// A legitimate round trip not back after this long is counted lost.
 const RTT_LOST_AFTER: Duration = Duration::from_secs(10);
+/// How long a slow consumer reads its backlog, looking for its close frame.
+const SLOW_DRAIN: Duration = Duration::from_secs(5);
 /// How long a flooder waits for its close after its last frame.
 const FLOOD_CLOSE_WAIT: Duration = Duration::from_secs(15);
 
@@ -98,7 +100,7 @@ async fn reader(ctx: Arc<Ctx>, i: usize, busy: bool) {
                 return Err(End::Refused);
             }
             loop {
-                c.recv().await?;
+                c.skim().await?;
             }
         })
         .await;
@@ -126,7 +128,7 @@ async fn publish_steadily(c: &mut Conn, room: &str, rate: f64, text: &str) -> Re
                 msg["id"] = 0.into();
                 c.send(msg).await?;
             }
-            r = c.recv() => { r?; }
+            r = c.skim() => r?,
         }
     }
 }
@@ -262,31 +264,54 @@ async fn presence(ctx: Arc<Ctx>) {
     }
 }
 
-/// A slow consumer: a small receive buffer, joins the busy room, reads one message
-/// every `--slow-read-ms` (slower than the room sends, so its queue on the server
-/// grows) until the server closes it with 1013. Reading a little all along (rather
-/// than not at all) lets the close frame through: a client that reads nothing never
-/// sees it, since the server gives up on the closing handshake after a few seconds.
+/// A slow consumer: a small receive buffer, joins the busy room and stops reading,
+/// until the server closes it (1013 once its queue is over the limit) or
+/// `--slow-max-secs` pass (counted as `slow_survived`); then it reconnects.
+///
+/// A client that reads nothing cannot see its close frame: the server's kernel buffer
+/// in front of it is full, and the server gives up the closing handshake after a few
+/// seconds. So the others tell it: the server takes a closed connection out of its
+/// rooms at once, the members see the user leave in a `presence_diff`, and the slow
+/// consumer then reads everything at full speed, up to the close frame, while the
+/// server still waits to send it.
 async fn slow_consumer(ctx: Arc<Ctx>) {
-    let every = Duration::from_millis(ctx.opts.slow_read_ms);
     let give_up = Duration::from_secs(ctx.opts.slow_max_secs);
     while !ctx.stopped() {
         let end = with_conn(&ctx, true, async |c: &mut Conn| {
-            if !c.join(BUSY_ROOM).await? {
-                return Err(End::Refused);
-            }
-            let until = Instant::now() + give_up;
-            while Instant::now() < until {
-                match tokio::time::timeout_at(until, c.recv()).await {
-                    Ok(r) => r?,
-                    Err(_) => break,
+            let left = ctx.watch_leave(&c.user);
+            let result = async {
+                if !c.join(BUSY_ROOM).await? {
+                    return Err(End::Refused);
+                }
+                c.expect_drop = true;
+                let closed = tokio::select! {
+                    () = left.notified() => true,
+                    () = tokio::time::sleep(give_up) => false,
+                    () = ctx.stop.cancelled() => return Err(End::Stopped),
                 };
-                if !ctx.pause(every).await {
-                    return Err(End::Stopped);
+                // Read the backlog and the close frame (if one comes).
+                let drained = tokio::time::timeout(SLOW_DRAIN, async {
+                    loop {
+                        c.skim().await?;
+                    }
+                })
+                .await;
+                match drained {
+                    Ok(r) => r,
+                    Err(_) => {
+                        if closed {
+                            ctx.stats
+                                .detail("slow consumer: left its room but not closed");
+                        }
+                        ctx.stats.add(Count::SlowSurvived);
+                        c.expect_drop = false;
+                        Ok(())
+                    }
                 }
             }
-            ctx.stats.add(Count::SlowSurvived);
-            Ok(())
+            .await;
+            ctx.unwatch(&c.user);
+            result
         })
         .await;
         if !after(&ctx, end, BACKOFF).await {

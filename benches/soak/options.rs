@@ -28,7 +28,7 @@ pub(crate) struct Options {
     pub(crate) chat_bin: Option<PathBuf>,
     /// `--readers`: standing readers, each in one of the publish rooms. Default 200.
     pub(crate) readers: usize,
-    /// `--busy-readers`: how many of the readers also sit in the busy room. Default 100.
+    /// `--busy-readers`: how many of the readers also sit in the busy room. Default 50.
     pub(crate) busy_readers: usize,
     /// `--rooms`: publish rooms the readers are spread over. Default 4.
     pub(crate) rooms: usize,
@@ -37,11 +37,15 @@ pub(crate) struct Options {
     /// `--publish-rate`: messages a second per publisher. Default 5.
     pub(crate) publish_rate: f64,
     /// `--busy-publishers`: clients publishing large messages in the busy room (what
-    /// fills a slow consumer's queue). Default 2.
+    /// fills a slow consumer's queue). Default 4.
     pub(crate) busy_publishers: usize,
-    /// `--busy-rate`: messages a second per busy publisher. Default 10.
+    /// `--busy-rate`: messages a second per busy publisher. Default 25 (with the other
+    /// defaults, about 190 KB/s to each member: a reader that stops fills the
+    /// kernel's socket buffer, up to 4 MiB on Linux, and then its 1 MiB queue on the
+    /// server in about 30 s, before the 60 s ping timeout would drop it).
     pub(crate) busy_rate: f64,
-    /// `--busy-bytes`: text length of a busy-room message. Default 1,500.
+    /// `--busy-bytes`: text length of a busy-room message. Default 1,800 (the chat
+    /// takes up to 2,000 characters).
     pub(crate) busy_bytes: usize,
     /// `--churners`: loops that log in, connect, join, publish, leave and disconnect,
     /// over and over. Default 10.
@@ -58,9 +62,6 @@ pub(crate) struct Options {
     pub(crate) meta_bytes: usize,
     /// `--slow`: slow consumers in the busy room. Default 4.
     pub(crate) slow: usize,
-    /// `--slow-read-ms`: a slow consumer reads one message every this often. Default
-    /// 200 (slower than the busy room sends, so its queue grows).
-    pub(crate) slow_read_ms: u64,
     /// `--slow-max-secs`: a slow consumer not closed after this long gives up and
     /// reconnects (counted as `slow_survived`). Default 120.
     pub(crate) slow_max_secs: u64,
@@ -87,13 +88,13 @@ impl Default for Options {
             out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/soak.csv"),
             chat_bin: None,
             readers: 200,
-            busy_readers: 100,
+            busy_readers: 50,
             rooms: 4,
             publishers: 8,
             publish_rate: 5.0,
-            busy_publishers: 2,
-            busy_rate: 10.0,
-            busy_bytes: 1500,
+            busy_publishers: 4,
+            busy_rate: 25.0,
+            busy_bytes: 1800,
             churners: 10,
             churn_hold_ms: 500,
             churn_pause_ms: 250,
@@ -101,7 +102,6 @@ impl Default for Options {
             presence_rate: 1.0,
             meta_bytes: 256,
             slow: 4,
-            slow_read_ms: 200,
             slow_max_secs: 120,
             flooders: 2,
             flood_frames: 400,
@@ -120,13 +120,13 @@ usage: cargo bench --bench soak -- [options]
   --out FILE             CSV of the samples (default target/soak.csv)
   --chat-bin FILE        run this chat binary instead of building examples/chat.rs
   --readers N            standing readers (default 200)
-  --busy-readers N       of which also in the busy room (default 100)
+  --busy-readers N       of which also in the busy room (default 50)
   --rooms N              publish rooms (default 4)
   --publishers N         steady publishers (default 8)
   --publish-rate R       messages/s per publisher (default 5)
-  --busy-publishers N    large-message publishers in the busy room (default 2)
-  --busy-rate R          messages/s per busy publisher (default 10)
-  --busy-bytes N         text length of a busy-room message (default 1500)
+  --busy-publishers N    large-message publishers in the busy room (default 4)
+  --busy-rate R          messages/s per busy publisher (default 25)
+  --busy-bytes N         text length of a busy-room message (default 1800)
   --churners N           connect/join/leave/disconnect loops (default 10)
   --churn-hold-ms N      time a churner stays joined (default 500)
   --churn-pause-ms N     pause between churn cycles (default 250)
@@ -134,7 +134,6 @@ usage: cargo bench --bench soak -- [options]
   --presence-rate R      join+leave cycles/s per presence loop (default 1)
   --meta-bytes N         presence meta padding (default 256)
   --slow N               slow consumers in the busy room (default 4)
-  --slow-read-ms N       a slow consumer reads one message per N ms (default 200)
   --slow-max-secs N      a slow consumer gives up after N s unclosed (default 120)
   --flooders N           rate-limit flooders (default 2)
   --flood-frames N       frames per flood (default 400)
@@ -191,7 +190,6 @@ impl Options {
                 "--presence-rate" => o.presence_rate = num(f, &value)?,
                 "--meta-bytes" => o.meta_bytes = num(f, &value)?,
                 "--slow" => o.slow = num(f, &value)?,
-                "--slow-read-ms" => o.slow_read_ms = num(f, &value)?,
                 "--slow-max-secs" => o.slow_max_secs = num(f, &value)?,
                 "--flooders" => o.flooders = num(f, &value)?,
                 "--flood-frames" => o.flood_frames = num(f, &value)?,
@@ -233,8 +231,8 @@ impl Options {
                 return Err(format!("{flag} must be within 0.01..=1000"));
             }
         }
-        if self.slow_read_ms == 0 || self.slow_max_secs == 0 {
-            return Err("--slow-read-ms and --slow-max-secs must be positive".into());
+        if self.slow_max_secs == 0 {
+            return Err("--slow-max-secs must be positive".into());
         }
         if self.busy_bytes == 0 || self.busy_bytes > 2000 {
             // The chat refuses texts over 2,000 characters.

@@ -152,8 +152,8 @@ impl Report<'_> {
             md,
             "Load: {} readers in {} rooms ({} also in `chat:busy`); {} publishers at {}/s; \
              {} busy-room publishers at {}/s of {} B; {} churners (hold {} ms, pause {} ms); \
-             {} presence loops at {}/s (metas padded to {} B); {} slow consumers (one read \
-             per {} ms); {} flooders ({} frames, every {} ms); {} legitimate clients at {}/s. \
+             {} presence loops at {}/s (metas padded to {} B); {} slow consumers (no reading, \
+             give up after {} s); {} flooders ({} frames, every {} ms); {} legitimate clients at {}/s. \
              Samples every {} s; warm-up {} s.\n",
             o.readers,
             o.rooms,
@@ -170,7 +170,7 @@ impl Report<'_> {
             o.presence_rate,
             o.meta_bytes,
             o.slow,
-            o.slow_read_ms,
+            o.slow_max_secs,
             o.flooders,
             o.flood_frames,
             o.flood_pause_ms,

@@ -22,7 +22,28 @@ const START_ATTEMPTS: usize = 3;
 /// binary wherever the target directory is.
 pub(crate) fn build_chat() -> io::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut child = Command::new(cargo)
+    let mut cmd = Command::new(cargo);
+    // Cargo describes this bench to it in its environment (`CARGO_MANIFEST_DIR`,
+    // `CARGO_PKG_NAME`, ...). Some build scripts (ring's) rebuild when those change:
+    // passed on, they would make this build and the next `cargo bench` rebuild each
+    // other's dependencies every time.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                &*name,
+                "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            )
+        {
+            cmd.env_remove(&*name);
+        }
+    }
+    let mut child = cmd
         .args([
             "build",
             "--profile",
