@@ -150,6 +150,7 @@ fn run(opts: Options) -> std::io::Result<bool> {
         opts: &opts,
         samples: &outcome.samples,
         rss_after_load: outcome.rss_after_load.or(rss_idle),
+        wind_down: ctx.stats.take(),
         details: ctx.stats.details(),
         panics: outcome.panics,
         interrupted: outcome.interrupted,

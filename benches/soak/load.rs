@@ -20,6 +20,10 @@ const BACKOFF: Duration = Duration::from_secs(1);
 const RTT_LOST_AFTER: Duration = Duration::from_secs(10);
 /// How long a slow consumer reads its backlog, looking for its close frame.
 const SLOW_DRAIN: Duration = Duration::from_secs(5);
+/// Frames a flooder sends at once.
+const FLOOD_BATCH: usize = 50;
+/// How long a flooder reads between two batches.
+const FLOOD_BATCH_GAP: Duration = Duration::from_millis(20);
 /// How long a flooder waits for its close after its last frame.
 const FLOOD_CLOSE_WAIT: Duration = Duration::from_secs(15);
 
@@ -320,8 +324,9 @@ async fn slow_consumer(ctx: Arc<Ctx>) {
     }
 }
 
-/// A flooder: joins its own room and sends `--flood-frames` publishes at once, past
-/// the rate limit, then reads until the server closes it (1008 by default).
+/// A flooder: joins its own room and publishes far past the rate limit until the
+/// server closes it (1008 by default; at most `--flood-frames`, then it waits for the
+/// close).
 async fn flooder(ctx: Arc<Ctx>, i: usize) {
     let room = format!("chat:flood-{i}");
     let pause = Duration::from_millis(ctx.opts.flood_pause_ms);
@@ -332,14 +337,16 @@ async fn flooder(ctx: Arc<Ctx>, i: usize) {
                 return Err(End::Refused);
             }
             // Fire and forget: the accepted ones are silent, the others come back as
-            // `rate_limited` errors. Written in batches so a closed connection is seen
-            // early.
+            // `rate_limited` errors. In batches of 50 (2,500 a second, far past any
+            // rate limit), reading what came back between them, until the server
+            // closes the connection or `--flood-frames` are sent.
             let mut left = frames;
             while left > 0 {
-                let batch = left.min(50);
+                let batch = left.min(FLOOD_BATCH);
                 left -= batch;
                 let msgs = (0..batch).map(|_| c.publish(&room, "flood")).collect();
                 c.send_all(msgs).await?;
+                c.idle(FLOOD_BATCH_GAP).await?;
             }
             match tokio::time::timeout(FLOOD_CLOSE_WAIT, async {
                 loop {

@@ -67,8 +67,9 @@ pub(crate) struct Options {
     pub(crate) slow_max_secs: u64,
     /// `--flooders`: clients that send past the rate limit. Default 2.
     pub(crate) flooders: usize,
-    /// `--flood-frames`: publishes a flooder sends at once (past the burst of 100 and
-    /// the 100 strikes that close it with 1008, by default). Default 400.
+    /// `--flood-frames`: most publishes a flooder sends before it waits for its close
+    /// (the hub's defaults close it after about 200: a burst of 100, then 100
+    /// refused in a row). Default 2,000.
     pub(crate) flood_frames: usize,
     /// `--flood-pause-ms`: pause before a closed flooder comes back. Default 2,000.
     pub(crate) flood_pause_ms: u64,
@@ -104,7 +105,7 @@ impl Default for Options {
             slow: 4,
             slow_max_secs: 120,
             flooders: 2,
-            flood_frames: 400,
+            flood_frames: 2000,
             flood_pause_ms: 2000,
             legit: 4,
             legit_rate: 2.0,
@@ -136,7 +137,7 @@ usage: cargo bench --bench soak -- [options]
   --slow N               slow consumers in the busy room (default 4)
   --slow-max-secs N      a slow consumer gives up after N s unclosed (default 120)
   --flooders N           rate-limit flooders (default 2)
-  --flood-frames N       frames per flood (default 400)
+  --flood-frames N       most frames per flood (default 2000)
   --flood-pause-ms N     pause between floods (default 2000)
   --legit N              round-trip measuring clients in the busy room (default 4)
   --legit-rate R         round trips/s per legitimate client (default 2)";

@@ -118,6 +118,8 @@ pub(crate) struct Report<'a> {
     pub(crate) samples: &'a [Sample],
     /// RSS a few seconds after the load stopped.
     pub(crate) rss_after_load: Option<u64>,
+    /// What the load did after the last sample (closing its connections).
+    pub(crate) wind_down: Counts,
     /// What went wrong or ended unusually, by kind.
     pub(crate) details: BTreeMap<String, u64>,
     /// Client tasks that panicked (a defect of the soak).
@@ -153,7 +155,7 @@ impl Report<'_> {
             "Load: {} readers in {} rooms ({} also in `chat:busy`); {} publishers at {}/s; \
              {} busy-room publishers at {}/s of {} B; {} churners (hold {} ms, pause {} ms); \
              {} presence loops at {}/s (metas padded to {} B); {} slow consumers (no reading, \
-             give up after {} s); {} flooders ({} frames, every {} ms); {} legitimate clients at {}/s. \
+             give up after {} s); {} flooders (up to {} frames, pause {} ms); {} legitimate clients at {}/s. \
              Samples every {} s; warm-up {} s.\n",
             o.readers,
             o.rooms,
@@ -272,11 +274,12 @@ impl Report<'_> {
             format!("{:.0} s", first.t),
             first.rss_kib,
         );
-        row(
-            "end of warm-up",
-            format!("{:.0} s", warm_end.t),
-            warm_end.rss_kib,
-        );
+        let warm_label = if last.t + 1.0 < warm {
+            "end of warm-up (not reached: last sample)"
+        } else {
+            "end of warm-up"
+        };
+        row(warm_label, format!("{:.0} s", warm_end.t), warm_end.rss_kib);
         row("end", format!("{:.0} s", last.t), last.rss_kib);
         row("max", format!("{:.0} s", max.t), max.rss_kib);
         if let Some(kib) = self.rss_after_load {
@@ -307,7 +310,7 @@ impl Report<'_> {
 
     /// Totals, round trips after warm-up, and what went wrong.
     fn totals(&self, md: &mut String) {
-        let mut total: Counts = [0; Count::ALL.len()];
+        let mut total: Counts = self.wind_down;
         for s in self.samples {
             for (t, n) in total.iter_mut().zip(s.counts) {
                 *t += n;
@@ -318,7 +321,10 @@ impl Report<'_> {
             .map(|c| format!("{} {}", c.name(), total[*c as usize]))
             .collect::<Vec<_>>()
             .join(", ");
-        let _ = writeln!(md, "Totals: {list}.\n");
+        let _ = writeln!(
+            md,
+            "Totals (with the wind-down after the last sample): {list}.\n"
+        );
         let warm = self.opts.warmup_secs as f64;
         let mut rtts: Vec<u32> = self
             .samples
