@@ -20,8 +20,10 @@ const BACKOFF: Duration = Duration::from_secs(1);
 const RTT_LOST_AFTER: Duration = Duration::from_secs(10);
 /// How long a slow consumer reads its backlog, looking for its close frame.
 const SLOW_DRAIN: Duration = Duration::from_secs(5);
-/// Frames a flooder sends at once.
-const FLOOD_BATCH: usize = 50;
+/// Frames a flooder sends at once: more than the default burst (100) plus the
+/// refusals in a row that close a flooder (100). Smaller batches with gaps between them
+/// are never closed: a frame let through by the refill in each gap resets the count.
+const FLOOD_BATCH: usize = 500;
 /// How long a flooder reads between two batches.
 const FLOOD_BATCH_GAP: Duration = Duration::from_millis(20);
 /// How long a flooder waits for its close after its last frame.
@@ -337,9 +339,8 @@ async fn flooder(ctx: Arc<Ctx>, i: usize) {
                 return Err(End::Refused);
             }
             // Fire and forget: the accepted ones are silent, the others come back as
-            // `rate_limited` errors. In batches of 50 (2,500 a second, far past any
-            // rate limit), reading what came back between them, until the server
-            // closes the connection or `--flood-frames` are sent.
+            // `rate_limited` errors. In batches, reading what came back between them,
+            // until the server closes the connection or `--flood-frames` are sent.
             let mut left = frames;
             while left > 0 {
                 let batch = left.min(FLOOD_BATCH);
