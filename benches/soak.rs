@@ -46,6 +46,10 @@
 
 #[path = "soak/client.rs"]
 mod client;
+#[path = "soak/connect.rs"]
+mod connect;
+#[path = "soak/ctx.rs"]
+mod ctx;
 #[path = "soak/load.rs"]
 mod load;
 #[path = "soak/options.rs"]
@@ -66,7 +70,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use client::Ctx;
+use ctx::Ctx;
 use options::{Options, USAGE};
 use report::{Csv, Sample};
 use server::Server;

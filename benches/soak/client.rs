@@ -6,122 +6,23 @@
 //! Whatever ends a connection is counted where it is seen, and the caller gets an
 //! [`End`] saying only whether to close politely or just drop.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{WebSocketStream, client_async};
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 
-use crate::options::Options;
-use crate::stats::{Count, Stats};
+use crate::connect::{connect, error_kind, login};
+use crate::ctx::{Ctx, End};
+use crate::stats::Count;
 
 /// Longest wait for a login, a handshake, a reply or a write.
 pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the closing handshake.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Receive buffer of a slow consumer's socket, set before connecting (which turns
-/// autotuning off): the kernel then absorbs little of what the server sends, so the
-/// server's own queue is what fills.
-const SLOW_RCVBUF: u32 = 8 * 1024;
-/// Largest `POST /login` response read.
-const MAX_LOGIN_RESPONSE: u64 = 64 * 1024;
-
-/// What every client task shares.
-#[derive(Debug)]
-pub(crate) struct Ctx {
-    /// The chat server.
-    pub(crate) addr: SocketAddr,
-    /// Cancelled when the run is over: every loop and every long wait watches it.
-    pub(crate) stop: CancellationToken,
-    /// What the load did.
-    pub(crate) stats: Stats,
-    /// The load's parameters.
-    pub(crate) opts: Options,
-    /// Makes display names unique per login (`soak1`, `soak2`, ...): plain ASCII
-    /// letters and digits, which any name rule accepts, and never two logins with
-    /// one name.
-    next_name: AtomicU64,
-    /// Makes the churners' private rooms unique (`chat:c1`, ...), so rooms are created
-    /// and dropped all the time.
-    next_room: AtomicU64,
-    /// Slow consumers by user id, woken when a member of their room sees them leave
-    /// (see `load::slow_consumer`). A std mutex: a lookup per presence diff, never
-    /// held across an `.await`.
-    watched: Mutex<HashMap<String, Arc<Notify>>>,
-}
-
-impl Ctx {
-    /// A context for a run against `addr`.
-    pub(crate) fn new(addr: SocketAddr, opts: Options) -> Ctx {
-        Ctx {
-            addr,
-            stop: CancellationToken::new(),
-            stats: Stats::default(),
-            opts,
-            next_name: AtomicU64::new(1),
-            next_room: AtomicU64::new(1),
-            watched: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Wakes the returned `Notify` when any client sees `user` leave a room.
-    pub(crate) fn watch_leave(&self, user: &str) -> Arc<Notify> {
-        let notify = Arc::new(Notify::new());
-        self.watched_map().insert(user.to_owned(), notify.clone());
-        notify
-    }
-
-    /// Stops watching `user`.
-    pub(crate) fn unwatch(&self, user: &str) {
-        self.watched_map().remove(user);
-    }
-
-    fn watched_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
-        self.watched.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether the run is over.
-    pub(crate) fn stopped(&self) -> bool {
-        self.stop.is_cancelled()
-    }
-
-    /// A new room name for a churner.
-    pub(crate) fn fresh_room(&self) -> String {
-        format!("chat:c{}", self.next_room.fetch_add(1, Ordering::Relaxed))
-    }
-
-    /// Sleeps `d`, or less if the run ends; `false` if it ended.
-    pub(crate) async fn pause(&self, d: Duration) -> bool {
-        tokio::select! {
-            () = tokio::time::sleep(d) => true,
-            () = self.stop.cancelled() => false,
-        }
-    }
-}
-
-/// Why a connection (or an attempt at one) ended. What happened is already counted.
-#[derive(Debug)]
-pub(crate) enum End {
-    /// The run is over: close politely.
-    Stopped,
-    /// The server sent a close frame with this code (none: `None`).
-    Closed(Option<u16>),
-    /// Refused (429/503 to the login or the handshake): try again later.
-    Refused,
-    /// An error or a timeout.
-    Failed,
-}
 
 /// A logged-in, connected client.
 #[derive(Debug)]
@@ -140,136 +41,6 @@ pub(crate) struct Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         self.ctx.stats.closed();
-    }
-}
-
-/// `POST /login` for a new name: `(user id, token)`.
-async fn login(ctx: &Ctx) -> Result<(String, String), End> {
-    let name = format!("soak{}", ctx.next_name.fetch_add(1, Ordering::Relaxed));
-    let body = json!({ "name": name }).to_string();
-    let request = format!(
-        "POST /login HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        ctx.addr,
-        body.len()
-    );
-    let exchange = async {
-        let mut tcp = TcpStream::connect(ctx.addr).await?;
-        tcp.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        tcp.take(MAX_LOGIN_RESPONSE)
-            .read_to_end(&mut response)
-            .await?;
-        Ok::<_, std::io::Error>(response)
-    };
-    let response = tokio::select! {
-        r = tokio::time::timeout(IO_TIMEOUT, exchange) => r,
-        () = ctx.stop.cancelled() => return Err(End::Stopped),
-    };
-    let response = match response {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            ctx.stats.error(format!("login: {}", e.kind()));
-            return Err(End::Failed);
-        }
-        Err(_) => {
-            ctx.stats.error("login: timed out");
-            return Err(End::Failed);
-        }
-    };
-    let text = String::from_utf8_lossy(&response);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .unwrap_or(0);
-    match status {
-        200 => {}
-        429 | 503 => {
-            ctx.stats.add(Count::LoginsRefused);
-            ctx.stats.detail(format!("login refused: HTTP {status}"));
-            return Err(End::Refused);
-        }
-        _ => {
-            ctx.stats.error(format!("login: HTTP {status}"));
-            return Err(End::Failed);
-        }
-    }
-    let login = text
-        .split_once("\r\n\r\n")
-        .and_then(|(_, body)| serde_json::from_str::<Value>(body).ok());
-    match login
-        .as_ref()
-        .and_then(|l| Some((l["user"].as_str()?, l["token"].as_str()?)))
-    {
-        Some((user, token)) => {
-            ctx.stats.add(Count::Logins);
-            Ok((user.to_owned(), token.to_owned()))
-        }
-        None => {
-            ctx.stats.error("login: no token in the response");
-            Err(End::Failed)
-        }
-    }
-}
-
-/// The WebSocket handshake with `token`.
-async fn connect(ctx: &Ctx, token: &str, slow: bool) -> Result<WebSocketStream<TcpStream>, End> {
-    let handshake = async {
-        let socket = TcpSocket::new_v4()?;
-        if slow {
-            socket.set_recv_buffer_size(SLOW_RCVBUF)?;
-        }
-        let tcp = socket.connect(ctx.addr).await?;
-        tcp.set_nodelay(true)?;
-        // JWTs are URL-safe base64 and dots: no escaping needed.
-        let mut request = format!("ws://{}/ws?token={token}", ctx.addr).into_client_request()?;
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_static("wshub.v1"),
-        );
-        client_async(request, tcp).await.map(|(ws, _)| ws)
-    };
-    let result = tokio::select! {
-        r = tokio::time::timeout(IO_TIMEOUT, handshake) => r,
-        () = ctx.stop.cancelled() => return Err(End::Stopped),
-    };
-    match result {
-        Ok(Ok(ws)) => {
-            ctx.stats.add(Count::Connects);
-            Ok(ws)
-        }
-        Ok(Err(tungstenite::Error::Http(response))) => {
-            let status = response.status().as_u16();
-            if matches!(status, 429 | 503) {
-                ctx.stats.add(Count::HandshakesRefused);
-                ctx.stats
-                    .detail(format!("handshake refused: HTTP {status}"));
-                Err(End::Refused)
-            } else {
-                ctx.stats.error(format!("handshake: HTTP {status}"));
-                Err(End::Failed)
-            }
-        }
-        Ok(Err(e)) => {
-            ctx.stats.error(format!("handshake: {}", error_kind(&e)));
-            Err(End::Failed)
-        }
-        Err(_) => {
-            ctx.stats.error("handshake: timed out");
-            Err(End::Failed)
-        }
-    }
-}
-
-/// A short, stable description of a tungstenite error (no addresses or numbers).
-fn error_kind(e: &tungstenite::Error) -> String {
-    match e {
-        tungstenite::Error::Io(io) => format!("I/O {}", io.kind()),
-        tungstenite::Error::Protocol(p) => format!("protocol: {p}"),
-        tungstenite::Error::Url(u) => format!("url: {u}"),
-        tungstenite::Error::Http(r) => format!("HTTP {}", r.status().as_u16()),
-        other => other.to_string(),
     }
 }
 

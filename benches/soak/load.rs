@@ -8,7 +8,8 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::client::{Conn, Ctx, End, with_conn};
+use crate::client::{Conn, with_conn};
+use crate::ctx::{Ctx, End};
 use crate::stats::Count;
 
 /// The room where presence churns, slow consumers sit and round trips are measured.
