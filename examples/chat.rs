@@ -6,6 +6,7 @@
 //! cargo run --example chat -- --port 9000           # or PORT=9000
 //! cargo run --example chat -- --tls                 # https://, self-signed certificate
 //! cargo run --example chat -- --cert cert.pem --key key.pem
+//! CHAT_MAX_CONNECTIONS_PER_IP=5000 cargo run --example chat   # load tests from one host
 //! ```
 //!
 //! Open the printed URL in two windows (a normal and a private one make two users),
@@ -59,7 +60,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -373,6 +373,13 @@ pub struct ChatOptions {
     /// expires). Default [`names::DEFAULT_MAX_NAMES`] (10,000, the hub's default
     /// connection cap): a few MB at most; past it, `POST /login` answers 503.
     pub max_names: usize,
+    /// Most WebSocket connections from one host (`CHAT_MAX_CONNECTIONS_PER_IP`). `None`
+    /// (the default) keeps the hub's per-host limits, which are right for a real
+    /// deployment. Only for load tests (`benches/soak.rs`), whose clients all come from
+    /// 127.0.0.1: `Some(n)` also lifts the other per-host limits (message rate,
+    /// connections in their handshake) and the per-host sign-in limit, which would
+    /// otherwise refuse such a load.
+    pub max_connections_per_ip: Option<usize>,
 }
 
 impl Default for ChatOptions {
@@ -384,15 +391,27 @@ impl Default for ChatOptions {
             secret: None,
             token_ttl: Duration::from_secs(12 * 60 * 60),
             max_names: names::DEFAULT_MAX_NAMES,
+            max_connections_per_ip: None,
         }
     }
 }
 
 impl ChatOptions {
     /// Options from the command line (`--port`, `--host`, `--tls`, `--cert`, `--key`)
-    /// and the environment (`PORT`, `CHAT_SECRET`).
+    /// and the environment (`PORT`, `CHAT_SECRET`, `CHAT_MAX_CONNECTIONS_PER_IP`).
+    /// Exits with a message if `CHAT_MAX_CONNECTIONS_PER_IP` is not a positive number.
     pub fn from_env() -> Self {
         let flags = common::Flags::from_env("chat", 8080);
+        let max_connections_per_ip = std::env::var("CHAT_MAX_CONNECTIONS_PER_IP")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .map(|s| match s.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    eprintln!("chat: CHAT_MAX_CONNECTIONS_PER_IP={s} is not a positive number");
+                    std::process::exit(2);
+                }
+            });
         ChatOptions {
             host: flags.host,
             port: flags.port,
@@ -401,6 +420,7 @@ impl ChatOptions {
                 .ok()
                 .filter(|s| !s.is_empty())
                 .map(String::into_bytes),
+            max_connections_per_ip,
             ..ChatOptions::default()
         }
     }
@@ -455,16 +475,78 @@ struct AppState {
     auth: ChatAuth,
     /// Whether the login cookie gets `Secure` (served over https).
     secure_cookie: bool,
+    /// Sign-ins per host (`None` for load tests from one host).
+    signins: Option<Arc<SigninLimit>>,
+}
+
+/// How many names one host may sign in: a burst of [`SigninLimit::BURST`], then one
+/// every [`SigninLimit::EVERY`]. Without it, one machine could hold every name the
+/// registry allows (`max_names`) and lock everyone else out of signing in. Hosts are
+/// grouped as the hub groups them (an IPv4 address, an IPv6 /64).
+#[derive(Debug, Default)]
+struct SigninLimit {
+    /// Host -> (tokens left, when last counted). A std mutex held for a lookup.
+    hosts: std::sync::Mutex<std::collections::HashMap<IpAddr, (f64, std::time::Instant)>>,
+}
+
+impl SigninLimit {
+    const BURST: f64 = 20.0;
+    const EVERY: Duration = Duration::from_secs(6);
+    /// Hosts remembered at most; full buckets are forgotten first.
+    const MAX_HOSTS: usize = 100_000;
+
+    /// Takes one sign-in for `ip`'s host, if it has one left.
+    fn take(&self, ip: IpAddr) -> bool {
+        let host = wshub::AddrGrouping::default().host(ip);
+        let now = std::time::Instant::now();
+        let rate = 1.0 / Self::EVERY.as_secs_f64();
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if hosts.len() >= Self::MAX_HOSTS {
+            hosts.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < Self::BURST
+            });
+            if hosts.len() >= Self::MAX_HOSTS {
+                return false;
+            }
+        }
+        let (tokens, at) = hosts.entry(host).or_insert((Self::BURST, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(Self::BURST);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Gives back the sign-in taken for a request that was refused: only names
+    /// actually handed out count.
+    fn refund(&self, ip: IpAddr) {
+        let host = wshub::AddrGrouping::default().host(ip);
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((tokens, _)) = hosts.get_mut(&host) {
+            *tokens = (*tokens + 1.0).min(Self::BURST);
+        }
+    }
 }
 
 /// Starts the chat on `listener` (port 0 is fine) and returns at once; the server runs
 /// until its hub shuts down. Fails only if TLS cannot be set up.
 pub async fn start(listener: TcpListener, options: ChatOptions) -> io::Result<ChatServer> {
     let auth = ChatAuth::with_max_names(&options.secret(), options.token_ttl, options.max_names);
-    let hub = Hub::builder()
+    let mut builder = Hub::builder()
         .namespace(chat_namespace())
-        .authenticator(auth.clone())
-        .build();
+        .authenticator(auth.clone());
+    if let Some(n) = options.max_connections_per_ip {
+        builder = builder.configure(|c| {
+            c.max_connections_per_ip = n;
+            c.host_rate_per_second = f64::INFINITY;
+            c.max_pending_per_host = c.max_pending_connections;
+            c.max_pending_per_network = c.max_pending_connections;
+        });
+    }
+    let hub = builder.build();
     let app = Router::new()
         .route("/", get(|| async { asset(HTML, INDEX_HTML) }))
         .route("/style.css", get(|| async { asset(CSS, STYLE_CSS) }))
@@ -476,6 +558,10 @@ pub async fn start(listener: TcpListener, options: ChatOptions) -> io::Result<Ch
         .with_state(AppState {
             auth: auth.clone(),
             secure_cookie: options.tls.is_some(),
+            signins: options
+                .max_connections_per_ip
+                .is_none()
+                .then(|| Arc::new(SigninLimit::default())),
         });
     let served = common::serve(listener, app, hub.clone(), options.tls.as_ref()).await?;
     Ok(ChatServer {
@@ -509,7 +595,23 @@ const LOGIN_COOKIE: &str = "chat_token";
 
 /// `POST /login {"name": "..", "token": ".."?}`: a token for that name. A valid token
 /// (`token`, or the login cookie) keeps its holder's names.
-async fn login(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+async fn login(State(app): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
+    // `serve_axum` gives every request the peer's address.
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    if let (Some(limit), Some(peer)) = (&app.signins, peer)
+        && !limit.take(peer.ip())
+    {
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many sign-ins from your address: try again in a minute",
+        )
+        .into_response();
+    }
     let result = async {
         let body = common::read_json_object(&headers, body, LOGIN_BODY_LIMIT).await?;
         let name = match body.get("name") {
@@ -524,6 +626,9 @@ async fn login(State(app): State<AppState>, headers: HeaderMap, body: Body) -> R
         )
     }
     .await;
+    if let (Err(_), Some(limit), Some(peer)) = (&result, &app.signins, peer) {
+        limit.refund(peer.ip());
+    }
     match result {
         Ok(login) => {
             // HttpOnly: page scripts never see it; path /login: sent nowhere else;

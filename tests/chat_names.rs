@@ -349,3 +349,26 @@ async fn after_a_restart_the_holder_of_a_token_takes_its_name_back() {
     );
     third.shutdown().await.unwrap();
 }
+
+/// One host cannot hold every name: past a burst of 20 sign-ins it gets one every 6 s
+/// (429 in between). Refused sign-ins (a bad or taken name) do not count.
+#[tokio::test]
+async fn one_host_cannot_sign_in_every_name() {
+    let server = start_chat(ChatOptions::default()).await;
+    let addr = server.local_addr;
+    // Refusals are free.
+    for _ in 0..30 {
+        assert_eq!(login(addr, "ADMIN", None).await.status, 400);
+    }
+    for i in 0..20 {
+        let resp = login(addr, &format!("user{i}"), None).await;
+        assert_eq!(resp.status, 200, "sign-in {i}: {resp}");
+    }
+    let resp = login(addr, "user20", None).await;
+    assert_eq!(resp.status, 429, "{resp}");
+    assert_eq!(
+        error(&resp),
+        "too many sign-ins from your address: try again in a minute"
+    );
+    server.shutdown().await.unwrap();
+}
