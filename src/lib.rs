@@ -85,7 +85,7 @@ pub mod auth;
 pub mod bench_support;
 pub mod error;
 mod hub;
-mod net;
+pub mod net;
 mod presence;
 pub mod protocol;
 mod reaper;
@@ -99,7 +99,7 @@ pub mod ws;
 pub use auth::{Action, AllowAnonymous, AuthRejection, AuthRequest, Authenticator, Identity};
 pub use error::{Error, Result};
 pub use hub::{Hub, HubBuilder, HubConfig, HubStats, RoomError};
-pub use net::ip::AddrGrouping;
+pub use net::{AddrGrouping, TrustedProxies};
 pub use presence::{Presence, PresenceDiff, PresenceMeta};
 pub use room::{
     Delivery, Namespace, NamespaceOptions, PublishContext, RecvError, Refusal, Room, RoomMessage,
