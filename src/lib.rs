@@ -58,10 +58,16 @@
 //! route of your own axum `Router` (feature `axum`). [`Hub::shutdown`] closes every
 //! connection with 1001 after its queued messages.
 //!
+//! Behind a reverse proxy or load balancer, list it in
+//! [`HubConfig::trusted_proxies`]: the client's address is then read from `Forwarded`,
+//! `X-Forwarded-For` or (with [`HubConfig::proxy_protocol`]) a PROXY protocol header,
+//! and only from those peers ([`net`]).
+//!
 //! ## Safe by default
 //!
 //! Every limit has a default ([`HubConfig`], [`NamespaceOptions`], [`ws::WsConfig`]):
-//! connections in all and per IP, rooms per connection, message and payload sizes, a
+//! connections in all, per host (an IPv4 address or IPv6 /64) and per network (IPv4 /24,
+//! IPv6 /48), optionally per user, rooms per connection, message and payload sizes, a
 //! byte-bounded outbound queue per connection (a slow consumer is closed with 1013, the
 //! publisher never waits), a per-connection rate limit, and a ping/pong liveness sweep.
 //!

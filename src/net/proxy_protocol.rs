@@ -33,7 +33,7 @@ pub const V1_MAX_LEN: usize = 107;
 /// longer header is refused rather than buffered.
 pub const V2_MAX_ADDR_LEN: usize = 512;
 
-/// Longest header of either version: the most [`read_header`] reads.
+/// Longest header of either version: the most the hub reads of a PROXY header.
 pub const MAX_LEN: usize = V2_HEADER_LEN + V2_MAX_ADDR_LEN;
 
 /// The 12-byte version 2 signature.
