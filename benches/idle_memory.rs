@@ -162,6 +162,8 @@ fn wshub_server(hub: bool) {
                 .configure(|c| {
                     c.max_connections = 20_000;
                     c.max_connections_per_ip = 20_000;
+                    // Every client is 127.0.0.1: one host and one /24.
+                    c.max_connections_per_network = 20_000;
                 })
                 .build();
             let _ = hub.serve(listener).await;

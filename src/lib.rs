@@ -64,10 +64,16 @@
 //! `max_pending_per_network`), so connections that never finish a handshake
 //! (slowloris) cannot exhaust the server or crowd other clients out.
 //!
+//! Behind a reverse proxy or load balancer, list it in
+//! [`HubConfig::trusted_proxies`]: the client's address is then read from `Forwarded`,
+//! `X-Forwarded-For` or (with [`HubConfig::proxy_protocol`]) a PROXY protocol header,
+//! and only from those peers ([`net`]).
+//!
 //! ## Safe by default
 //!
 //! Every limit has a default ([`HubConfig`], [`NamespaceOptions`], [`ws::WsConfig`]):
-//! connections in all and per IP, rooms per connection, message and payload sizes, a
+//! connections in all, per host (an IPv4 address or IPv6 /64) and per network (IPv4 /24,
+//! IPv6 /48), optionally per user, rooms per connection, message and payload sizes, a
 //! byte-bounded outbound queue per connection (a slow consumer is closed with 1013, the
 //! publisher never waits), a per-connection rate limit, and a ping/pong liveness sweep.
 //!
@@ -91,7 +97,7 @@ pub mod auth;
 pub mod bench_support;
 pub mod error;
 mod hub;
-mod net;
+pub mod net;
 mod presence;
 pub mod protocol;
 mod rate;
@@ -106,7 +112,7 @@ pub mod ws;
 pub use auth::{Action, AllowAnonymous, AuthRejection, AuthRequest, Authenticator, Identity};
 pub use error::{Error, Result};
 pub use hub::{Hub, HubBuilder, HubConfig, HubStats, RoomError, default_room_name_char};
-pub use net::ip::AddrGrouping;
+pub use net::{AddrGrouping, TrustedProxies};
 pub use presence::{Presence, PresenceDiff, PresenceMeta};
 pub use room::{
     Delivery, Namespace, NamespaceOptions, PublishContext, RecvError, Refusal, Room, RoomMessage,

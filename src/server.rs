@@ -5,13 +5,16 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::StatusCode;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 use crate::auth::{AuthRejection, AuthRequest, Identity};
 use crate::hub::{Hub, PendingGuard, PendingRefused, Slot, SlotError};
+use crate::net::rewind::Rewind;
+use crate::net::{TrustedProxies, forwarded, proxy_protocol};
 use crate::protocol::SUBPROTOCOL;
 use crate::session;
 use crate::ws::handshake::{HandshakeConfig, accept_request};
@@ -64,8 +67,13 @@ impl Hub {
             let conn_hub = hub.clone();
             let deadline = pending.deadline;
             hub.spawn_tracked(async move {
+                // The PROXY header (from trusted proxies) counts in the same deadline.
+                let header = tokio::time::timeout_at(deadline, conn_hub.proxy_header(tcp, peer));
+                let Ok(Some((stream, origin))) = header.await else {
+                    return;
+                };
                 conn_hub
-                    .serve_accepted(tcp, Some(peer), deadline, Some(pending.guard))
+                    .serve_accepted(stream, Some(origin), deadline, Some(pending.guard))
                     .await;
             });
         })
@@ -87,9 +95,13 @@ impl Hub {
             let tracker = hub.clone();
             tracker.spawn_tracked(async move {
                 let deadline = pending.deadline;
+                let header = tokio::time::timeout_at(deadline, hub.proxy_header(tcp, peer));
+                let Ok(Some((tcp, origin))) = header.await else {
+                    return;
+                };
                 match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        hub.serve_accepted(tls, Some(peer), deadline, Some(pending.guard))
+                        hub.serve_accepted(tls, Some(origin), deadline, Some(pending.guard))
                             .await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -147,24 +159,71 @@ impl Hub {
         }
     }
 
+    /// The PROXY protocol step of a connection to the hub's own listener: when
+    /// [`HubConfig::proxy_protocol`](crate::HubConfig::proxy_protocol) is on and the
+    /// TCP peer is a trusted proxy, reads its PROXY header (within `handshake_timeout`)
+    /// and puts back the bytes read past it. `None`: the header was missing, malformed
+    /// or late, and the connection is closed (by dropping it).
+    async fn proxy_header(
+        &self,
+        mut tcp: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<(Rewind<TcpStream>, Origin)> {
+        let config = self.config();
+        if !(config.proxy_protocol && config.trusted_proxies.contains(peer.ip())) {
+            return Some((Rewind::new(tcp, Bytes::new()), Origin::direct(peer)));
+        }
+        // Boxed, like the handshake: its state is needed once, not for the connection's
+        // whole life.
+        let read = Box::pin(proxy_protocol::read_header(&mut tcp));
+        match tokio::time::timeout(config.handshake_timeout, read).await {
+            Ok(Ok((source, rest))) => {
+                let origin = match source {
+                    Some(client) => Origin {
+                        client,
+                        proxy: Some(peer),
+                    },
+                    None => Origin::direct(peer),
+                };
+                Some((Rewind::new(tcp, rest), origin))
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "bad PROXY protocol header, closing");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "PROXY protocol header timed out, closing");
+                None
+            }
+        }
+    }
+
     /// Serves one already-accepted stream (plain TCP, TLS, a Unix socket...): reads the
     /// upgrade request, applies limits and authentication, and runs the connection to
     /// its end. The request head and authentication must be done within
     /// `handshake_timeout` of this call. The stream does not count against the
     /// pending caps, which are the listener's (`serve`, `serve_tls`).
+    ///
+    /// `peer` is the TCP peer's address. When it is one of
+    /// [`HubConfig::trusted_proxies`](crate::HubConfig::trusted_proxies), the client's
+    /// address is taken from the request's `Forwarded` or `X-Forwarded-For` header.
+    /// (PROXY protocol headers are read by [`serve`](Hub::serve) and `serve_tls`
+    /// only: a stream given here has already been read from.)
     pub async fn serve_stream<S>(&self, stream: S, peer: Option<SocketAddr>)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let deadline = Instant::now() + self.config().handshake_timeout;
-        self.serve_accepted(stream, peer, deadline, None).await;
+        self.serve_accepted(stream, peer.map(Origin::direct), deadline, None)
+            .await;
     }
 
     /// Upgrades `stream` by `deadline`, gives its pending place back, and runs it.
+    /// `origin`: who the connection is from (the TCP peer, or a PROXY header's client).
     async fn serve_accepted<S>(
         &self,
         stream: S,
-        peer: Option<SocketAddr>,
+        origin: Option<Origin>,
         deadline: Instant,
         pending: Option<PendingGuard>,
     ) where
@@ -173,11 +232,12 @@ impl Hub {
         // The handshake runs in its own allocation, freed when it ends: awaited inline,
         // its state (request, headers, timers) would stay in every connection's task
         // for the connection's whole life.
+        let peer = origin.as_ref().map(|o| o.client);
         let upgraded =
-            tokio::time::timeout_at(deadline, Box::pin(self.upgrade(stream, peer))).await;
+            tokio::time::timeout_at(deadline, Box::pin(self.upgrade(stream, origin))).await;
         // Upgraded or refused, the connection is no longer pending.
         drop(pending);
-        let (ws, identity, slot) = match upgraded {
+        let (ws, identity, slot, client) = match upgraded {
             Ok(Some(upgraded)) => upgraded,
             Ok(None) => return,
             Err(_) => {
@@ -185,19 +245,21 @@ impl Hub {
                 return;
             }
         };
-        session::run(self.clone(), ws, identity, peer).await;
+        session::run(self.clone(), ws, identity, client).await;
         drop(slot);
     }
 
-    /// The opening handshake, limits and authentication of one raw stream.
+    /// The opening handshake, limits and authentication of one raw stream. Returns the
+    /// client's address too (after forwarding headers), for the connection's logs.
     async fn upgrade<S>(
         &self,
         stream: S,
-        peer: Option<SocketAddr>,
-    ) -> Option<(WebSocket<S>, Identity, Slot)>
+        origin: Option<Origin>,
+    ) -> Option<(WebSocket<S>, Identity, Slot, Option<SocketAddr>)>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let peer = origin.map(|o| o.client);
         let upgrade = match accept_request(stream, peer, &self.handshake_config()).await {
             Ok(u) => u,
             Err(e) => {
@@ -205,7 +267,10 @@ impl Hub {
                 return None;
             }
         };
-        let admitted = self.admit(auth_request(upgrade.request(), peer)).await;
+        let trusted = &self.config().trusted_proxies;
+        let origin = origin.map(|o| o.forwarded(upgrade.request().headers(), trusted));
+        let client = origin.map(|o| o.client);
+        let admitted = self.admit(auth_request(upgrade.request(), origin)).await;
         let (slot, identity) = match admitted {
             Ok(ok) => ok,
             Err((status, message)) => {
@@ -214,9 +279,9 @@ impl Hub {
             }
         };
         match upgrade.accept(self.ws_config()).await {
-            Ok(ws) => Some((ws, identity, slot)),
+            Ok(ws) => Some((ws, identity, slot, client)),
             Err(e) => {
-                tracing::debug!(?peer, error = %e, "upgrade failed");
+                tracing::debug!(?client, error = %e, "upgrade failed");
                 None
             }
         }
@@ -235,16 +300,12 @@ impl Hub {
                 "server shutting down".into(),
             ));
         }
-        let slot = self.reserve_slot(peer).map_err(|e| match e {
-            SlotError::Full => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many connections".to_owned(),
-            ),
-            SlotError::PerIp => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many connections from your address".to_owned(),
-            ),
-        })?;
+        let refused = |e: SlotError| {
+            let refusal = slot_refusal(&e);
+            tracing::debug!(?peer, proxy = ?auth_req.proxy_addr(), reason = %refusal.1, "connection refused by a limit");
+            refusal
+        };
+        let mut slot = self.reserve_slot(peer).map_err(refused)?;
         let timeout = self.config().handshake_timeout;
         let identity =
             match tokio::time::timeout(timeout, self.0.auth.authenticate(&auth_req)).await {
@@ -263,17 +324,78 @@ impl Hub {
         if identity.is_expired(std::time::SystemTime::now()) {
             return Err((StatusCode::UNAUTHORIZED, "token expired".into()));
         }
+        self.reserve_user(&mut slot, &identity.user_id)
+            .map_err(refused)?;
         Ok((slot, identity))
     }
 }
 
-/// What the authenticator sees of an upgrade request.
-fn auth_request<B>(req: &http::Request<B>, peer: Option<SocketAddr>) -> AuthRequest {
-    let auth_req = AuthRequest::from_request(req);
-    match peer {
-        Some(peer) => auth_req.with_peer_addr(peer),
-        None => auth_req,
+/// The HTTP refusal of each connection limit.
+fn slot_refusal(e: &SlotError) -> (StatusCode, String) {
+    let (status, message) = match e {
+        SlotError::Full => (StatusCode::SERVICE_UNAVAILABLE, "too many connections"),
+        SlotError::PerIp => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections from your address",
+        ),
+        SlotError::PerNetwork => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections from your network",
+        ),
+        SlotError::PerUser => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections for this user",
+        ),
+    };
+    (status, message.to_owned())
+}
+
+/// Where a connection comes from, as far as the hub can tell.
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    /// The client: the TCP peer, or the address a trusted proxy gave for it.
+    client: SocketAddr,
+    /// The TCP peer, when it is a trusted proxy that named `client`.
+    proxy: Option<SocketAddr>,
+}
+
+impl Origin {
+    /// A connection whose TCP peer is all we know.
+    fn direct(peer: SocketAddr) -> Self {
+        Origin {
+            client: peer,
+            proxy: None,
+        }
     }
+
+    /// Applies a request's forwarding headers, believed only if `client` (so far) is a
+    /// trusted proxy. A malformed header is logged and changes nothing.
+    fn forwarded(self, headers: &HeaderMap, trusted: &TrustedProxies) -> Self {
+        match forwarded::client_addr(self.client, headers, trusted) {
+            Ok(client) if client == self.client => self,
+            Ok(client) => Origin {
+                client,
+                // The TCP peer, even when a PROXY header named the hop we just passed.
+                proxy: Some(self.proxy.unwrap_or(self.client)),
+            },
+            Err(e) => {
+                tracing::debug!(peer = %self.client, error = %e, "forwarding header ignored");
+                self
+            }
+        }
+    }
+}
+
+/// What the authenticator sees of an upgrade request.
+fn auth_request<B>(req: &http::Request<B>, origin: Option<Origin>) -> AuthRequest {
+    let mut auth_req = AuthRequest::from_request(req);
+    if let Some(origin) = origin {
+        auth_req = auth_req.with_peer_addr(origin.client);
+        if let Some(proxy) = origin.proxy {
+            auth_req = auth_req.with_proxy_addr(proxy);
+        }
+    }
+    auth_req
 }
 
 fn rejection_response(r: &AuthRejection) -> (StatusCode, String) {
@@ -388,10 +510,12 @@ mod axum_route {
         }
 
         async fn upgrade_axum(&self, mut req: Request) -> Response {
-            let peer = req
+            let trusted = &self.config().trusted_proxies;
+            let origin = req
                 .extensions()
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0);
+                .map(|c| Origin::direct(c.0).forwarded(req.headers(), trusted));
+            let peer = origin.map(|o| o.client);
             super::serve_axum::warn_once_without_peer(peer);
             let config = self.handshake_config();
             // Under `axum::serve` these limits were not applied when the head was read.
@@ -405,7 +529,7 @@ mod axum_route {
                     return (status, e.response_headers(), format!("{e}\n")).into_response();
                 }
             };
-            let (slot, identity) = match self.admit(auth_request(&req, peer)).await {
+            let (slot, identity) = match self.admit(auth_request(&req, origin)).await {
                 Ok(ok) => ok,
                 Err((status, message)) => return (status, message).into_response(),
             };

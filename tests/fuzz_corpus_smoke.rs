@@ -6,6 +6,9 @@
 //! Inputs are mostly structure-aware (sequences of plausible client frames, compressed
 //! payloads, then a few random byte flips or a truncation), since purely random bytes
 //! rarely get past the first frame header; some are purely random.
+//!
+//! The client-address targets (`proxy_protocol`, `forwarded`) also run over their seed
+//! corpus in `fuzz/seeds/` and mutations of it.
 
 #[allow(dead_code)]
 #[path = "../fuzz/src/lib.rs"]
@@ -266,4 +269,231 @@ fn inflate_target_on_seeded_inputs() {
         inflate_input,
         fuzz_logic::inflate,
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Client-address parsers.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use wshub::net::proxy_protocol::Parsed;
+
+/// The files of `fuzz/seeds/<target>/`, which must exist and not be empty.
+fn seeds(target: &str) -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz")
+        .join("seeds")
+        .join(target);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let seeds: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    assert!(!seeds.is_empty(), "no seeds in {}", dir.display());
+    seeds
+}
+
+/// An address from pools that overlap the fuzz targets' trusted sets.
+fn ip(rng: &mut Rng) -> IpAddr {
+    match rng.below(6) {
+        0 => Ipv4Addr::new(10, 0, rng.below(3) as u8, rng.below(256) as u8).into(),
+        1 => Ipv4Addr::new(203, 0, 113, rng.below(256) as u8).into(),
+        2 => Ipv4Addr::from(rng.next() as u32).into(),
+        3 => Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            rng.below(3) as u16,
+            0,
+            0,
+            0,
+            0,
+            rng.below(9) as u16,
+        )
+        .into(),
+        4 => Ipv6Addr::from((rng.next() as u128) << 64 | rng.next() as u128).into(),
+        _ => Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped().into(),
+    }
+}
+
+fn port(rng: &mut Rng) -> String {
+    match rng.below(8) {
+        0 => "65536".into(),
+        1 => "+1".into(),
+        2 => "_obf".into(),
+        _ => (rng.next() as u16).to_string(),
+    }
+}
+
+/// One input for `proxy_protocol`: a v1 or v2 header (maybe damaged), then a few bytes.
+fn proxy_input(rng: &mut Rng) -> Vec<u8> {
+    if rng.chance(10) {
+        let len = rng.below(120);
+        return rng.bytes(len);
+    }
+    let mut out = if rng.chance(2) {
+        let (src, dst) = (ip(rng), ip(rng));
+        let proto = match (rng.below(6), src) {
+            (0, _) => "UNKNOWN",
+            (1, _) => "UDP4",
+            (_, IpAddr::V4(_)) => "TCP4",
+            (_, IpAddr::V6(_)) => "TCP6",
+        };
+        let mut line = format!("PROXY {proto} {src} {dst} {} {}\r\n", port(rng), port(rng));
+        if rng.chance(6) {
+            line = line.replacen(' ', "  ", 1 + rng.below(3));
+        }
+        line.into_bytes()
+    } else {
+        let mut out = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+        let cmd = [0x21u8, 0x20, 0x21, 0x11, 0x22][rng.below(5)];
+        let (src, dst) = (ip(rng), ip(rng));
+        let mut block = Vec::new();
+        let fam = match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                block.extend(s.octets());
+                block.extend(d.octets());
+                0x11
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                block.extend(s.octets());
+                block.extend(d.octets());
+                0x21
+            }
+            _ => [0x00u8, 0x31, 0x12, 0x41][rng.below(4)],
+        };
+        block.extend((rng.next() as u32).to_be_bytes());
+        if rng.chance(3) {
+            let tlvs = rng.below(600);
+            block.extend(rng.bytes(tlvs));
+        }
+        let len = if rng.chance(6) {
+            rng.next() as u16
+        } else {
+            block.len() as u16
+        };
+        out.extend([cmd, fam]);
+        out.extend(len.to_be_bytes());
+        out.extend(block);
+        out
+    };
+    let tail = rng.below(8);
+    out.extend(rng.bytes(tail));
+    mutate(rng, &mut out);
+    out
+}
+
+/// One input for `forwarded`: a flags byte, then header lines of plausible hops.
+fn forwarded_input(rng: &mut Rng) -> Vec<u8> {
+    let flags = rng.next() as u8;
+    let xff = flags & 1 != 0;
+    let mut out = vec![flags];
+    for line in 0..rng.below(4) {
+        if line > 0 {
+            out.push(b'\n');
+        }
+        for i in 0..rng.below(6) {
+            if i > 0 {
+                out.extend_from_slice(if rng.chance(2) { b", " } else { b"," });
+            }
+            let ip = ip(rng);
+            let node = match rng.below(8) {
+                0 => "unknown".to_owned(),
+                1 if !xff => "_hidden".to_owned(),
+                2 => format!("[{ip}]:{}", port(rng)),
+                3 => match ip {
+                    IpAddr::V4(v4) => format!("{v4}:{}", port(rng)),
+                    IpAddr::V6(v6) => format!("[{v6}]"),
+                },
+                _ => ip.to_string(),
+            };
+            let element = if xff {
+                node
+            } else {
+                let quoted = node.contains([':', '[']) || rng.chance(4);
+                let node = if quoted { format!("\"{node}\"") } else { node };
+                match rng.below(4) {
+                    0 => format!("for={node};proto=https"),
+                    1 => format!("by=\"a;b,c\";For={node}"),
+                    2 => "proto=http".to_owned(),
+                    _ => format!("for={node}"),
+                }
+            };
+            out.extend_from_slice(element.as_bytes());
+        }
+    }
+    mutate(rng, &mut out);
+    out
+}
+
+/// Runs `target` over its seeds, mutations of them and generated inputs, until
+/// `max_inputs` or the time budget; returns how many results `interesting` liked.
+fn run_parser<T>(
+    name: &str,
+    max_inputs: usize,
+    seed: u64,
+    input: fn(&mut Rng) -> Vec<u8>,
+    target: fn(&[u8]) -> T,
+    interesting: fn(&T) -> bool,
+) -> usize {
+    let seeds = seeds(name);
+    let mut rng = Rng(seed);
+    let start = Instant::now();
+    let (mut done, mut hits) = (0, 0);
+    while done < max_inputs && start.elapsed() < BUDGET {
+        let data = match done {
+            i if i < seeds.len() => seeds[i].clone(),
+            i if i % 3 == 0 => {
+                let mut data = seeds[rng.below(seeds.len())].clone();
+                mutate(&mut rng, &mut data);
+                data
+            }
+            _ => input(&mut rng),
+        };
+        hits += usize::from(interesting(&target(&data)));
+        done += 1;
+    }
+    eprintln!(
+        "{name}: {done} inputs in {:.1?}, {hits} interesting",
+        start.elapsed()
+    );
+    assert!(done >= 1000, "only {done} inputs ran within {BUDGET:?}");
+    hits
+}
+
+#[test]
+fn proxy_protocol_target_on_seeds_and_seeded_inputs() {
+    let complete = run_parser(
+        "proxy_protocol",
+        30_000,
+        0x5EED_0003,
+        proxy_input,
+        fuzz_logic::proxy_protocol,
+        |p| {
+            matches!(
+                p,
+                Parsed::Complete {
+                    source: Some(_),
+                    ..
+                }
+            )
+        },
+    );
+    assert!(
+        complete > 100,
+        "only {complete} headers with an address parsed"
+    );
+}
+
+#[test]
+fn forwarded_target_on_seeds_and_seeded_inputs() {
+    let resolved = run_parser(
+        "forwarded",
+        30_000,
+        0x5EED_0004,
+        forwarded_input,
+        fuzz_logic::forwarded,
+        |r| matches!(r, Some(Ok(addr)) if addr.port() != 1000),
+    );
+    assert!(resolved > 100, "only {resolved} inputs named a client");
 }

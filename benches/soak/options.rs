@@ -58,7 +58,8 @@ pub(crate) struct Options {
     pub(crate) presence: usize,
     /// `--presence-rate`: join+leave cycles a second per presence client. Default 1.
     pub(crate) presence_rate: f64,
-    /// `--meta-bytes`: padding in the presence metas of joins. Default 256.
+    /// `--meta-bytes`: padding in the presence metas of joins. Default 200, so the
+    /// whole meta stays under the hub's 256-byte limit (`max_presence_meta`).
     pub(crate) meta_bytes: usize,
     /// `--slow`: slow consumers in the busy room. Default 4.
     pub(crate) slow: usize,
@@ -101,7 +102,7 @@ impl Default for Options {
             churn_pause_ms: 250,
             presence: 5,
             presence_rate: 1.0,
-            meta_bytes: 256,
+            meta_bytes: 200,
             slow: 4,
             slow_max_secs: 120,
             flooders: 2,
@@ -133,7 +134,7 @@ usage: cargo bench --bench soak -- [options]
   --churn-pause-ms N     pause between churn cycles (default 250)
   --presence N           join/leave loops in the busy room (default 5)
   --presence-rate R      join+leave cycles/s per presence loop (default 1)
-  --meta-bytes N         presence meta padding (default 256)
+  --meta-bytes N         presence meta padding (default 200)
   --slow N               slow consumers in the busy room (default 4)
   --slow-max-secs N      a slow consumer gives up after N s unclosed (default 120)
   --flooders N           rate-limit flooders (default 2)

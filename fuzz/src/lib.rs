@@ -15,6 +15,17 @@
 //!   protocol or capacity error went out as a close frame with its code;
 //! - [`inflate`] only: the message equals what zlib's one-shot raw inflate of the same
 //!   bytes gives (differential check of the engine's bounded, stepwise inflation).
+//!
+//! Two more targets cover the parsers that decide who a client is (`wshub::net`):
+//!
+//! - [`proxy_protocol`]: a PROXY protocol header (v1 text or v2 binary) must parse
+//!   without panicking, within its size bounds, and consistently as bytes arrive: no
+//!   prefix of a complete header is anything but incomplete, and a verdict, once
+//!   reached, does not change with more bytes.
+//! - [`forwarded`]: `Forwarded` / `X-Forwarded-For` header lines must resolve without
+//!   panicking; from an untrusted peer they change nothing; several lines read like one
+//!   joined line; what a client writes at the left of the list cannot change an
+//!   untrusted client address the walk found; every address node parsed round-trips.
 
 use std::time::Duration;
 
@@ -314,4 +325,171 @@ fn check_server_output(mut buf: &[u8]) -> Option<Option<u16>> {
         buf = &buf[2 + len..];
     }
     close
+}
+
+// ---------------------------------------------------------------------------------------
+// Client addresses: PROXY protocol and forwarding headers.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use wshub::TrustedProxies;
+use wshub::net::forwarded::{
+    self, MAX_HOPS, Node, parse_forwarded_element, parse_x_forwarded_for_element,
+};
+use wshub::net::proxy_protocol::{self, MAX_LEN, Parsed, V1_MAX_LEN};
+
+/// Target `proxy_protocol`: `data` is the start of a connection from a trusted load
+/// balancer.
+pub fn proxy_protocol(data: &[u8]) -> Parsed {
+    let parsed = proxy_protocol::parse(data);
+    match parsed {
+        Parsed::Complete { len, source } => {
+            assert!(
+                len <= data.len() && len <= MAX_LEN,
+                "length {len} out of bounds"
+            );
+            if data[0] == b'P' {
+                assert!(len <= V1_MAX_LEN, "v1 header of {len} bytes");
+                assert_eq!(&data[len - 2..len], b"\r\n", "v1 header ends with CRLF");
+            } else {
+                let declared = usize::from(u16::from_be_bytes([data[14], data[15]]));
+                assert_eq!(len, 16 + declared, "v2 length");
+            }
+            if let Some(src) = source {
+                assert!(data[0] == b'P' || matches!(data[13] >> 4, 1 | 2), "{src}");
+            }
+            // The header alone gives the same answer; every strict prefix is incomplete.
+            assert_eq!(proxy_protocol::parse(&data[..len]), parsed);
+            for k in 0..len {
+                assert_eq!(
+                    proxy_protocol::parse(&data[..k]),
+                    Parsed::Incomplete,
+                    "prefix {k} of a {len}-byte header"
+                );
+            }
+        }
+        Parsed::Incomplete => {
+            assert!(
+                data.len() < MAX_LEN,
+                "incomplete after {} bytes",
+                data.len()
+            );
+        }
+        Parsed::Invalid(reason) => assert!(!reason.is_empty()),
+    }
+    // A verdict does not change with more bytes (an invalid header's reason may: more
+    // bytes may show another fault first).
+    let mut more = data.to_vec();
+    more.extend_from_slice(b"\r\n\r\n\0PROXY \r\n");
+    let later = proxy_protocol::parse(&more);
+    match parsed {
+        Parsed::Complete { .. } => assert_eq!(later, parsed, "verdict changed"),
+        Parsed::Invalid(_) => assert!(matches!(later, Parsed::Invalid(_)), "{later:?}"),
+        Parsed::Incomplete => {}
+    }
+    parsed
+}
+
+/// The trusted proxy sets [`forwarded`] picks from.
+const TRUSTED: [&str; 4] = [
+    "",
+    "10.0.0.0/8",
+    "10.0.0.0/8, 2001:db8::/32, 127.0.0.1",
+    "0.0.0.0/0, ::/0",
+];
+
+/// Target `forwarded`: the first byte picks the header (bit 0: `X-Forwarded-For`, else
+/// `Forwarded`), the trusted set (bits 1-2, see [`TRUSTED`]) and the TCP peer (bit 3:
+/// 192.0.2.1, else 10.0.0.1); the rest, split at `\n`, are the header's lines.
+pub fn forwarded(data: &[u8]) -> Option<Result<SocketAddr, forwarded::Malformed>> {
+    let (&flags, rest) = data.split_first()?;
+    let xff = flags & 1 != 0;
+    let name = HeaderName::from_static(if xff { "x-forwarded-for" } else { "forwarded" });
+    let trusted: TrustedProxies = TRUSTED[usize::from((flags >> 1) & 3)].parse().unwrap();
+    let peer: SocketAddr = if flags & 8 != 0 {
+        "192.0.2.1:1000"
+    } else {
+        "10.0.0.1:1000"
+    }
+    .parse()
+    .unwrap();
+    let lines: Vec<HeaderValue> = rest
+        .split(|&b| b == b'\n')
+        .filter_map(|l| HeaderValue::from_bytes(l).ok())
+        .collect();
+    let mut headers = HeaderMap::new();
+    for line in &lines {
+        headers.append(name.clone(), line.clone());
+    }
+    let result = forwarded::client_addr(peer, &headers, &trusted);
+
+    if !trusted.contains(peer.ip()) {
+        assert_eq!(
+            result,
+            Ok(peer),
+            "a header from an untrusted peer was believed"
+        );
+    }
+    if let Ok(client) = result {
+        // Several lines are one list: joined, they give the same client.
+        let joined: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+        let joined = joined.join(&b", "[..]);
+        if let Ok(joined) = HeaderValue::from_bytes(&joined) {
+            let mut one = HeaderMap::new();
+            if !lines.is_empty() {
+                one.append(name.clone(), joined);
+            }
+            assert_eq!(
+                forwarded::client_addr(peer, &one, &trusted),
+                Ok(client),
+                "joined lines resolve differently"
+            );
+        }
+        // What the client writes at the left cannot move an untrusted client the walk
+        // found.
+        if client != peer && !trusted.contains(client.ip()) {
+            let spoof = if xff { "6.6.6.6" } else { "for=6.6.6.6" };
+            let mut spoofed = HeaderMap::new();
+            spoofed.append(name.clone(), HeaderValue::from_static(spoof));
+            for line in &lines {
+                spoofed.append(name.clone(), line.clone());
+            }
+            assert_eq!(
+                forwarded::client_addr(peer, &spoofed, &trusted),
+                Ok(client),
+                "a spoofed hop at the left changed the client"
+            );
+        }
+    }
+    // Every address node parses back from its canonical spelling.
+    for line in &lines {
+        let Ok(line) = line.to_str() else { continue };
+        for element in line.split(',').take(MAX_HOPS) {
+            let node = if xff {
+                parse_x_forwarded_for_element(element)
+            } else {
+                parse_forwarded_element(element)
+            };
+            if let Ok(Node::Ip { ip, port }) = node {
+                let spelled = forwarded_node(ip, port);
+                assert_eq!(
+                    parse_forwarded_element(&spelled),
+                    Ok(Node::Ip { ip, port }),
+                    "{spelled}"
+                );
+            }
+        }
+    }
+    Some(result)
+}
+
+/// The canonical `Forwarded` element for an address node.
+pub fn forwarded_node(ip: IpAddr, port: Option<u16>) -> String {
+    match (ip, port) {
+        (IpAddr::V4(ip), None) => format!("for={ip}"),
+        (IpAddr::V4(ip), Some(port)) => format!("for=\"{ip}:{port}\""),
+        (IpAddr::V6(ip), None) => format!("for=\"[{ip}]\""),
+        (IpAddr::V6(ip), Some(port)) => format!("for=\"[{ip}]:{port}\""),
+    }
 }

@@ -18,6 +18,7 @@ pub struct AuthRequest {
     uri: Uri,
     headers: HeaderMap,
     peer_addr: Option<SocketAddr>,
+    proxy_addr: Option<SocketAddr>,
 }
 
 impl AuthRequest {
@@ -28,6 +29,7 @@ impl AuthRequest {
             uri,
             headers,
             peer_addr: None,
+            proxy_addr: None,
         }
     }
 
@@ -40,9 +42,16 @@ impl AuthRequest {
         )
     }
 
-    /// Sets the address of the TCP peer (which may be a proxy).
+    /// Sets the client's address (see [`peer_addr`](Self::peer_addr)).
     pub fn with_peer_addr(mut self, peer_addr: SocketAddr) -> Self {
         self.peer_addr = Some(peer_addr);
+        self
+    }
+
+    /// Sets the address of the trusted proxy that named the client (see
+    /// [`proxy_addr`](Self::proxy_addr)).
+    pub fn with_proxy_addr(mut self, proxy_addr: SocketAddr) -> Self {
+        self.proxy_addr = Some(proxy_addr);
         self
     }
 
@@ -76,10 +85,19 @@ impl AuthRequest {
         self.headers.get(name)?.to_str().ok()
     }
 
-    /// The TCP peer's address, if the server knows it. Behind a proxy this is the proxy;
-    /// the client's own address is then in a header the proxy sets.
+    /// The client's address, if the server knows it: the TCP peer's, or, when the TCP
+    /// peer is one of [`HubConfig::trusted_proxies`](crate::HubConfig::trusted_proxies),
+    /// the address that proxy gave (`Forwarded`, `X-Forwarded-For` or a PROXY protocol
+    /// header; port 0 when it gave none). It is the address the connection limits
+    /// count. Headers from any other peer are ignored, so a client cannot choose it.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer_addr
+    }
+
+    /// The TCP peer, when it is a trusted proxy whose word gave
+    /// [`peer_addr`](Self::peer_addr); `None` for a direct connection.
+    pub fn proxy_addr(&self) -> Option<SocketAddr> {
+        self.proxy_addr
     }
 
     /// The first query parameter called `name`, percent-decoded (`+` is a space, as in
@@ -139,6 +157,7 @@ impl fmt::Debug for AuthRequest {
             .field("path", &self.uri.path())
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("peer_addr", &self.peer_addr)
+            .field("proxy_addr", &self.proxy_addr)
             .finish_non_exhaustive()
     }
 }

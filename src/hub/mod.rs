@@ -67,6 +67,12 @@ pub struct HubStats {
     /// a pending cap was full (`max_pending_connections`, `max_pending_per_host` or
     /// `max_pending_per_network`).
     pub refused_pending: u64,
+    /// Entries in the hub's per-host, per-network and per-user connection counts: one
+    /// per host, network and (with `max_connections_per_user`) user that has a
+    /// connection open or in its handshake. At most three per such connection, and
+    /// zero once all have closed: the memory these limits cost follows the open
+    /// connections, not the addresses ever seen.
+    pub limit_entries: usize,
 }
 
 /// One connection as the hub sees it.
@@ -90,7 +96,14 @@ pub(crate) struct HubInner {
     namespaces: HashMap<String, Arc<dyn ErasedNamespace>>,
     rooms: DashMap<Arc<str>, Arc<RoomState>>,
     pub(crate) conns: DashMap<u64, Arc<ConnEntry>>,
-    per_ip: DashMap<IpAddr, usize>,
+    /// Open connections (and handshakes past the request) per host key
+    /// ([`AddrGrouping::host`](crate::AddrGrouping::host)), per network key and per
+    /// user. DashMap: every handshake and every close touches them, from any task; an
+    /// entry is removed when its count reaches zero, so they hold only keys with a
+    /// connection open.
+    per_host: DashMap<IpAddr, usize>,
+    per_network: DashMap<IpAddr, usize>,
+    per_user: DashMap<Arc<str>, usize>,
     open: AtomicUsize,
     next_conn_id: AtomicU64,
     pub(crate) auth: Arc<dyn DynAuthenticator>,
@@ -211,7 +224,9 @@ impl HubBuilder {
             namespaces: self.namespaces,
             rooms: DashMap::new(),
             conns: DashMap::new(),
-            per_ip: DashMap::new(),
+            per_host: DashMap::new(),
+            per_network: DashMap::new(),
+            per_user: DashMap::new(),
             open: AtomicUsize::new(0),
             next_conn_id: AtomicU64::new(1),
             auth: self.auth,
@@ -233,20 +248,54 @@ impl HubBuilder {
     }
 }
 
-/// A reserved connection slot; gives it back when dropped.
+/// A reserved connection slot; gives back every count it took when dropped.
 pub(crate) struct Slot {
     hub: Hub,
-    ip: Option<IpAddr>,
+    host: Option<IpAddr>,
+    network: Option<IpAddr>,
+    user: Option<Arc<str>>,
+}
+
+/// Takes one from `key`'s count, removing the entry at zero (under the entry's shard
+/// lock, so a concurrent increment either sees the entry or creates a new one).
+fn release<K, Q>(map: &DashMap<K, usize>, key: &Q)
+where
+    K: Eq + std::hash::Hash + std::borrow::Borrow<Q>,
+    Q: Eq + std::hash::Hash + ?Sized,
+{
+    map.remove_if_mut(key, |_, n| {
+        *n -= 1;
+        *n == 0
+    });
+}
+
+/// Adds one to `key`'s count unless it is at `max`. Check and increment happen under
+/// the entry's shard lock (held for these few instructions, never across an await), so
+/// concurrent handshakes cannot both take the last place.
+fn acquire<K: Eq + std::hash::Hash>(map: &DashMap<K, usize>, key: K, max: usize) -> bool {
+    if max == 0 {
+        return false;
+    }
+    let mut n = map.entry(key).or_insert(0);
+    if *n >= max {
+        return false;
+    }
+    *n += 1;
+    true
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.hub.0.open.fetch_sub(1, Ordering::AcqRel);
-        if let Some(ip) = self.ip {
-            self.hub.0.per_ip.remove_if_mut(&ip, |_, n| {
-                *n -= 1;
-                *n == 0
-            });
+        let inner = &self.hub.0;
+        inner.open.fetch_sub(1, Ordering::AcqRel);
+        if let Some(host) = self.host {
+            release(&inner.per_host, &host);
+        }
+        if let Some(network) = self.network {
+            release(&inner.per_network, &network);
+        }
+        if let Some(user) = &self.user {
+            release(&inner.per_user, &**user);
         }
     }
 }
@@ -255,8 +304,12 @@ impl Drop for Slot {
 pub(crate) enum SlotError {
     /// `max_connections` reached (HTTP 503).
     Full,
-    /// `max_connections_per_ip` reached (HTTP 429).
+    /// `max_connections_per_ip` reached for the client's host (HTTP 429).
     PerIp,
+    /// `max_connections_per_network` reached for the client's network (HTTP 429).
+    PerNetwork,
+    /// `max_connections_per_user` reached (HTTP 429).
+    PerUser,
 }
 
 impl Hub {
@@ -309,6 +362,7 @@ impl Hub {
             refused_by_limits: self.0.refused.load(Ordering::Relaxed),
             pending: self.0.pending.current(),
             refused_pending: self.0.pending.refused(),
+            limit_entries: self.0.per_host.len() + self.0.per_network.len() + self.0.per_user.len(),
         }
     }
 
@@ -383,9 +437,12 @@ impl Hub {
             .retain(|_, r| !(Arc::strong_count(r) == 1 && r.is_idle()));
     }
 
-    /// Reserves a connection slot, or says which limit refuses it.
+    /// Reserves a connection slot for a client at `peer` (the address the limits see:
+    /// the TCP peer, or the client a trusted proxy named), or says which limit refuses
+    /// it: the global cap, then the client's host, then its network.
     pub(crate) fn reserve_slot(&self, peer: Option<SocketAddr>) -> Result<Slot, SlotError> {
-        let max = self.0.config.max_connections;
+        let config = &self.0.config;
+        let max = config.max_connections;
         if self
             .0
             .open
@@ -397,22 +454,47 @@ impl Hub {
             self.0.refused.fetch_add(1, Ordering::Relaxed);
             return Err(SlotError::Full);
         }
-        // From here on the slot gives the count back if we refuse.
+        // From here on the slot gives its counts back if we refuse.
         let mut slot = Slot {
             hub: self.clone(),
-            ip: None,
+            host: None,
+            network: None,
+            user: None,
         };
         if let Some(ip) = peer.map(|p| p.ip()) {
-            let mut n = self.0.per_ip.entry(ip).or_insert(0);
-            if *n >= self.0.config.max_connections_per_ip {
-                drop(n);
+            let host = config.addr_grouping.host(ip);
+            if !acquire(&self.0.per_host, host, config.max_connections_per_ip) {
                 self.0.refused.fetch_add(1, Ordering::Relaxed);
                 return Err(SlotError::PerIp);
             }
-            *n += 1;
-            slot.ip = Some(ip);
+            slot.host = Some(host);
+            let network = config.addr_grouping.network(ip);
+            if !acquire(
+                &self.0.per_network,
+                network,
+                config.max_connections_per_network,
+            ) {
+                self.0.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(SlotError::PerNetwork);
+            }
+            slot.network = Some(network);
         }
         Ok(slot)
+    }
+
+    /// Counts `slot` against its user's `max_connections_per_user`, once the
+    /// authenticator has said who it is. Without that limit nothing is tracked.
+    pub(crate) fn reserve_user(&self, slot: &mut Slot, user_id: &str) -> Result<(), SlotError> {
+        let Some(max) = self.0.config.max_connections_per_user else {
+            return Ok(());
+        };
+        let user: Arc<str> = Arc::from(user_id);
+        if !acquire(&self.0.per_user, user.clone(), max) {
+            self.0.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(SlotError::PerUser);
+        }
+        slot.user = Some(user);
+        Ok(())
     }
 
     /// Registers an accepted connection.

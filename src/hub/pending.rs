@@ -109,6 +109,11 @@ impl Hub {
     /// This is the one place that decides it: a peer that speaks for many clients (a
     /// trusted reverse proxy) is exempted here, by returning `None` for it.
     pub(crate) fn pending_key(&self, peer: SocketAddr) -> Option<PendingKey> {
+        // A trusted proxy carries many clients' connections: only the global cap
+        // applies to it (the clients behind it are told apart after the head is read).
+        if self.0.config.trusted_proxies.contains(peer.ip()) {
+            return None;
+        }
         let grouping = &self.0.config.addr_grouping;
         Some(PendingKey {
             host: grouping.host(peer.ip()),

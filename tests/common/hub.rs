@@ -128,6 +128,48 @@ impl Client {
         !self.watch_presence && v["op"] == "presence_diff"
     }
 
+    /// Connects over an already-connected `stream` (for instance one bound to a chosen
+    /// source address); `Err` carries the HTTP status and body on refusal.
+    pub async fn connect_on(
+        stream: TcpStream,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, (u16, String)> {
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut()
+            .insert("sec-websocket-protocol", "wshub.v1".parse().unwrap());
+        for (k, v) in headers {
+            req.headers_mut().append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let handshake = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream));
+        let (ws, _) = match tokio::time::timeout(RECV_TIMEOUT, handshake)
+            .await
+            .expect("handshake timed out")
+        {
+            Ok(ok) => ok,
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default());
+                return Err((resp.status().as_u16(), body.into_owned()));
+            }
+            Err(e) => panic!("connect failed: {e}"),
+        };
+        let mut c = Client {
+            ws,
+            user: String::new(),
+            conn_id: String::new(),
+            watch_presence: false,
+            next_id: 1,
+        };
+        let welcome = c.recv().await;
+        assert_eq!(welcome["op"], "welcome", "{welcome}");
+        c.user = welcome["user"].as_str().unwrap().to_owned();
+        c.conn_id = welcome["conn_id"].as_str().unwrap().to_owned();
+        Ok(c)
+    }
+
     /// Sends one JSON value as a text frame.
     pub async fn send(&mut self, v: Value) {
         self.ws.send(Message::text(v.to_string())).await.unwrap();
