@@ -31,6 +31,8 @@ pub(crate) struct Conn {
     ctx: Arc<Ctx>,
     /// The user id (the display name in lower case).
     pub(crate) user: String,
+    /// The display name and the token holding it, given back to the pool at the end.
+    name: (String, String),
     next_id: u64,
     /// The server is expected to drop this connection without a close frame reaching
     /// it (a slow consumer that read nothing for longer than the server's closing
@@ -41,6 +43,8 @@ pub(crate) struct Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         self.ctx.stats.closed();
+        let (name, token) = std::mem::take(&mut self.name);
+        self.ctx.release_name(name, token);
     }
 }
 
@@ -48,12 +52,19 @@ impl Conn {
     /// Logs in as a new user and connects; `slow` gives the socket a small receive
     /// buffer (for slow consumers).
     pub(crate) async fn open(ctx: &Arc<Ctx>, slow: bool) -> Result<Conn, End> {
-        let (user, token) = login(ctx).await?;
-        let ws = connect(ctx, &token, slow).await?;
+        let (user, token, name) = login(ctx).await?;
+        let ws = match connect(ctx, &token, slow).await {
+            Ok(ws) => ws,
+            Err(e) => {
+                ctx.release_name(name, token);
+                return Err(e);
+            }
+        };
         ctx.stats.opened();
         Ok(Conn {
             ws,
             ctx: ctx.clone(),
+            name: (name, token),
             user,
             next_id: 1,
             expect_drop: false,

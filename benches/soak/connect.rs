@@ -22,10 +22,15 @@ const SLOW_RCVBUF: u32 = 8 * 1024;
 /// Largest `POST /login` response read.
 const MAX_LOGIN_RESPONSE: u64 = 64 * 1024;
 
-/// `POST /login` for a new name: `(user id, token)`.
-pub(crate) async fn login(ctx: &Ctx) -> Result<(String, String), End> {
-    let name = ctx.fresh_name();
-    let body = json!({ "name": name }).to_string();
+/// `POST /login` for a name (a new one, or one a gone client held, with its token):
+/// `(user id, token, name)`.
+pub(crate) async fn login(ctx: &Ctx) -> Result<(String, String, String), End> {
+    let (name, held_with) = ctx.take_name();
+    let body = match &held_with {
+        Some(token) => json!({ "name": name, "token": token }),
+        None => json!({ "name": name }),
+    }
+    .to_string();
     let request = format!(
         "POST /login HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -83,7 +88,7 @@ pub(crate) async fn login(ctx: &Ctx) -> Result<(String, String), End> {
     {
         Some((user, token)) => {
             ctx.stats.add(Count::Logins);
-            Ok((user.to_owned(), token.to_owned()))
+            Ok((user.to_owned(), token.to_owned(), name))
         }
         None => {
             ctx.stats.error("login: no token in the response");

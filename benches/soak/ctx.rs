@@ -28,6 +28,12 @@ pub(crate) struct Ctx {
     /// letters and digits, which any name rule accepts, and never two logins with
     /// one name.
     next_name: AtomicU64,
+    /// Names whose client has gone, with their still-valid tokens: the next login
+    /// takes one back (the chat keeps a name for its token's holder), so the chat's
+    /// registry of names (held until their tokens expire, at most 10,000) holds about
+    /// as many names as there are clients, however long the churn runs. A std mutex
+    /// held for a push or a pop.
+    free_names: std::sync::Mutex<Vec<(String, String)>>,
     /// Makes the churners' private rooms unique (`chat:c1`, ...), so rooms are created
     /// and dropped all the time.
     next_room: AtomicU64,
@@ -46,6 +52,7 @@ impl Ctx {
             stats: Stats::default(),
             opts,
             next_name: AtomicU64::new(1),
+            free_names: std::sync::Mutex::new(Vec::new()),
             next_room: AtomicU64::new(1),
             watched: Mutex::new(HashMap::new()),
         }
@@ -73,9 +80,29 @@ impl Ctx {
         self.stop.is_cancelled()
     }
 
-    /// A new display name.
-    pub(crate) fn fresh_name(&self) -> String {
-        format!("soak{}", self.next_name.fetch_add(1, Ordering::Relaxed))
+    /// A display name to log in with, and the token that holds it if it was used
+    /// before.
+    pub(crate) fn take_name(&self) -> (String, Option<String>) {
+        let reused = self
+            .free_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        match reused {
+            Some((name, token)) => (name, Some(token)),
+            None => (
+                format!("soak{}", self.next_name.fetch_add(1, Ordering::Relaxed)),
+                None,
+            ),
+        }
+    }
+
+    /// Gives a name (and its token) back for a later login.
+    pub(crate) fn release_name(&self, name: String, token: String) {
+        self.free_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name, token));
     }
 
     /// A new room name for a churner.
