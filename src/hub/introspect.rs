@@ -165,3 +165,50 @@ impl Hub {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::auth::Identity;
+    use crate::ws::{Role, WebSocket};
+
+    /// The per-user index holds one entry per user with a connection open, and none
+    /// once they have all closed: its memory follows the open connections.
+    #[tokio::test]
+    async fn the_user_index_follows_register_and_disconnect() {
+        let hub = Hub::builder().build();
+        let register = |user: &str| {
+            let (server, _client) = tokio::io::duplex(1024);
+            let ws =
+                WebSocket::from_parts(server, Role::Server, hub.ws_config(), None, BytesMut::new());
+            let peer = "192.0.2.7:4000".parse().ok();
+            hub.register(Arc::new(Identity::new(user, user)), ws.outbound(), peer)
+                .id
+        };
+        let a1 = register("ann");
+        let a2 = register("ann");
+        let b = register("bob");
+        assert_eq!(hub.0.user_conns.len(), 2);
+        let ann = hub.user_connections("ann");
+        assert_eq!(ann.iter().map(|c| c.conn_id).collect::<Vec<_>>(), [a1, a2]);
+        assert_eq!(ann[0].peer, "192.0.2.7:4000".parse().ok());
+        assert!(ann[0].rooms.is_empty());
+
+        hub.disconnect(a1);
+        hub.disconnect(a1); // idempotent, as the hub may call it from several places
+        assert_eq!(
+            hub.user_connections("ann")
+                .iter()
+                .map(|c| c.conn_id)
+                .collect::<Vec<_>>(),
+            [a2]
+        );
+        hub.disconnect(a2);
+        hub.disconnect(b);
+        assert!(hub.user_connections("ann").is_empty());
+        assert_eq!(hub.0.user_conns.len(), 0);
+        assert_eq!(hub.stats().connections, 0);
+    }
+}
