@@ -167,7 +167,7 @@ pub fn attach_memory_subscribers(
             BytesMut::new(),
         );
         let identity = Arc::new(Identity::new(format!("mem-{i}"), "bench"));
-        let entry = hub.register(identity, ws.outbound());
+        let entry = hub.register(identity, ws.outbound(), None);
         state
             .members_mut()
             .conns

@@ -111,6 +111,7 @@ pub mod ws;
 
 pub use auth::{Action, AllowAnonymous, AuthRejection, AuthRequest, Authenticator, Identity};
 pub use error::{Error, Result};
+pub use hub::{ConnectionInfo, RoomInfo};
 pub use hub::{Hub, HubBuilder, HubConfig, HubStats, RoomError, default_room_name_char};
 pub use net::{AddrGrouping, TrustedProxies};
 pub use presence::{Presence, PresenceDiff, PresenceMeta};

@@ -300,7 +300,6 @@ impl RoomPresence {
     }
 
     /// The number of users present.
-    #[allow(dead_code, reason = "for metrics, not wired into the hub yet")]
     pub(crate) fn len_users(&self) -> usize {
         self.presence.len()
     }

@@ -36,7 +36,7 @@ pub(crate) fn run<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let entry = hub.register(Arc::new(identity), ws.outbound());
+    let entry = hub.register(Arc::new(identity), ws.outbound(), peer);
     let span = tracing::debug_span!("conn", conn_id = entry.id, user = %entry.identity.user_id);
     serve(hub, ws, entry, peer).instrument(span)
 }

@@ -1,11 +1,12 @@
 //! The [`Hub`]: namespaces, rooms, connections, limits and shutdown.
 
 mod config;
+mod introspect;
 mod pending;
 mod presence_task;
 
 use std::any::TypeId;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -16,6 +17,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::task::TaskTracker;
 
 pub use config::{HubConfig, default_room_name_char};
+pub use introspect::{ConnectionInfo, RoomInfo};
 pub(crate) use pending::{PendingGuard, PendingRefused};
 
 use crate::auth::{Action, AllowAnonymous, Authenticator, DynAuthenticator, Identity};
@@ -24,7 +26,7 @@ use crate::reaper::Reaper;
 use crate::room::{ErasedNamespace, Namespace, Room, RoomMessage, RoomState};
 use crate::ws::{CloseCode, Message, Outbound, PreparedMessage};
 
-/// Why [`Hub::room`] returned no room.
+/// Why [`Hub::room`] or [`Hub::find_room`] returned no room.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RoomError {
@@ -44,7 +46,10 @@ pub enum RoomError {
 }
 
 /// Counters a hub keeps (a snapshot, from [`Hub::stats`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+///
+/// Serializes (serde) as a JSON object whose keys are the field names, for a status
+/// endpoint or a log line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct HubStats {
     /// Connections open now.
@@ -80,6 +85,10 @@ pub(crate) struct ConnEntry {
     pub(crate) id: u64,
     pub(crate) identity: Arc<Identity>,
     pub(crate) outbound: Outbound,
+    /// The client's address as the hub's limits see it (the TCP peer, or the client a
+    /// trusted proxy named); `None` when served over a stream without one. Kept for
+    /// introspection ([`ConnectionInfo::peer`]).
+    pub(crate) peer: Option<SocketAddr>,
     /// The rooms this connection joined. Locked briefly by its own task (join, leave,
     /// publish checks) and by the hub when it disconnects the connection.
     pub(crate) rooms: Mutex<HashMap<Arc<str>, Arc<RoomState>>>,
@@ -96,6 +105,13 @@ pub(crate) struct HubInner {
     namespaces: HashMap<String, Arc<dyn ErasedNamespace>>,
     rooms: DashMap<Arc<str>, Arc<RoomState>>,
     pub(crate) conns: DashMap<u64, Arc<ConnEntry>>,
+    /// The ids of each user's open connections, so [`Hub::user_connections`] costs the
+    /// user's connections rather than a scan of every connection. Maintained by
+    /// `register` and `disconnect` (each once per connection); an entry is removed with
+    /// the user's last connection, so the map holds only users with a connection open.
+    /// A `HashSet` per user: removal stays O(1) however many tabs one user has (nothing
+    /// bounds that without `max_connections_per_user`).
+    user_conns: DashMap<Arc<str>, HashSet<u64>>,
     /// Open connections (and handshakes past the request) per host key
     /// ([`AddrGrouping::host`](crate::AddrGrouping::host)), per network key and per
     /// user. DashMap: every handshake and every close touches them, from any task; an
@@ -224,6 +240,7 @@ impl HubBuilder {
             namespaces: self.namespaces,
             rooms: DashMap::new(),
             conns: DashMap::new(),
+            user_conns: DashMap::new(),
             per_host: DashMap::new(),
             per_network: DashMap::new(),
             per_user: DashMap::new(),
@@ -328,7 +345,36 @@ impl Hub {
     }
 
     /// A typed handle on room `name` (`NAMESPACE:room`), created if needed.
+    ///
+    /// This creates the room (it then counts in [`HubStats::rooms`] and
+    /// [`Hub::rooms`]) even if nobody ever joins it; it is dropped by the liveness
+    /// sweep once no member and no handle is left. To look at a room without creating
+    /// it, use [`Hub::find_room`].
     pub fn room<M: RoomMessage>(&self, name: &str) -> Result<Room<M>, RoomError> {
+        let ns = self.typed_namespace::<M>(name)?;
+        Ok(Room::new(self.clone(), self.room_state(name, ns)))
+    }
+
+    /// A typed handle on room `name` if it exists now (some connection is in it, or a
+    /// handle keeps it), `Ok(None)` if not. Unlike [`Hub::room`] this never creates
+    /// the room: use it to read (members, presence, counts) without leaving rooms
+    /// behind. The errors are [`Hub::room`]'s: an undeclared namespace or the wrong
+    /// message type.
+    ///
+    /// The handle keeps the room alive while held, as one from [`Hub::room`] does.
+    pub fn find_room<M: RoomMessage>(&self, name: &str) -> Result<Option<Room<M>>, RoomError> {
+        self.typed_namespace::<M>(name)?;
+        // Cloned out of the map under its shard lock, like `room_state`, so `prune_room`
+        // sees this handle and keeps the room.
+        let state = self.0.rooms.get(name).map(|r| r.value().clone());
+        Ok(state.map(|state| Room::new(self.clone(), state)))
+    }
+
+    /// The namespace of room `name`, checked to carry `M`.
+    fn typed_namespace<M: RoomMessage>(
+        &self,
+        name: &str,
+    ) -> Result<Arc<dyn ErasedNamespace>, RoomError> {
         let ns = self
             .namespace_of(name)
             .ok_or_else(|| RoomError::NotFound(name.to_owned()))?;
@@ -339,7 +385,7 @@ impl Hub {
                 requested: std::any::type_name::<M>(),
             });
         }
-        Ok(Room::new(self.clone(), self.room_state(name, ns)))
+        Ok(ns)
     }
 
     /// Prepares one server message (JSON text) for any number of connections, at the
@@ -497,16 +543,27 @@ impl Hub {
         Ok(())
     }
 
-    /// Registers an accepted connection.
-    pub(crate) fn register(&self, identity: Arc<Identity>, outbound: Outbound) -> Arc<ConnEntry> {
+    /// Registers an accepted connection from `peer` (the address the limits saw).
+    pub(crate) fn register(
+        &self,
+        identity: Arc<Identity>,
+        outbound: Outbound,
+        peer: Option<SocketAddr>,
+    ) -> Arc<ConnEntry> {
         let id = self.0.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let entry = Arc::new(ConnEntry {
             id,
             identity,
             outbound,
+            peer,
             rooms: Mutex::new(HashMap::new()),
         });
         self.0.conns.insert(id, entry.clone());
+        self.0
+            .user_conns
+            .entry(Arc::from(entry.identity.user_id.as_str()))
+            .or_default()
+            .insert(id);
         if let Some(exp) = entry.identity.expires_at {
             self.0.reaper.watch_expiry(id, exp);
         }
@@ -524,6 +581,15 @@ impl Hub {
         self.0
             .reaper
             .forget_expiry(conn_id, entry.identity.expires_at);
+        // Before leaving the rooms, so once a `presence_diff` announces the leave the
+        // user's connection list no longer shows this connection either. Removed under
+        // the entry's shard lock with the user's last connection, as `release` does.
+        self.0
+            .user_conns
+            .remove_if_mut(entry.identity.user_id.as_str(), |_, ids| {
+                ids.remove(&conn_id);
+                ids.is_empty()
+            });
         self.leave_all(&entry);
     }
 

@@ -4,7 +4,7 @@
 mod namespace;
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::AtomicBool;
@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 pub(crate) use namespace::ErasedNamespace;
 pub use namespace::{Namespace, NamespaceOptions, PublishContext, Refusal, RoomMessage};
 
-use crate::hub::Hub;
+use crate::hub::{ConnectionInfo, Hub, RoomInfo};
 use crate::presence::{Presence, PresenceDiff, RoomPresence};
 use crate::protocol;
 use crate::ws::{Outbound, PreparedMessage, SendError};
@@ -214,6 +214,41 @@ impl<M: RoomMessage> Room<M> {
     /// How many connections are in the room.
     pub fn member_count(&self) -> usize {
         self.state.members().conns.len()
+    }
+
+    /// The room's name, namespace, and connection and user counts, read together (as
+    /// [`Hub::rooms`] reports them). O(1).
+    pub fn info(&self) -> RoomInfo {
+        RoomInfo::of(&self.state)
+    }
+
+    /// The connections in the room now, each with its user, address and rooms, ordered
+    /// by connection id (oldest first).
+    ///
+    /// Cost: O(members × rooms per member). The member list is copied under the room's
+    /// read lock, which is then released before each connection is looked up, so a
+    /// publish to this room or a join is held up only by that copy.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        self.hub.connection_infos(self.member_ids())
+    }
+
+    /// The users with a connection in the room now (a user with several tabs appears
+    /// once), sorted by id. With presence on these are the users of
+    /// [`presence`](Self::presence); this also works in namespaces without presence.
+    /// Cost as [`connections`](Self::connections), without the rooms.
+    pub fn users(&self) -> Vec<String> {
+        let users: BTreeSet<String> = self
+            .hub
+            .connection_infos(self.member_ids())
+            .into_iter()
+            .map(|c| c.user_id)
+            .collect();
+        users.into_iter().collect()
+    }
+
+    /// The members' connection ids, sorted, copied under the read lock.
+    fn member_ids(&self) -> BTreeSet<u64> {
+        self.state.members().conns.keys().copied().collect()
     }
 
     /// A server-side stream of the room's messages (for bots, logging, bridges).
