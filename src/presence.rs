@@ -385,6 +385,26 @@ mod tests {
     }
 
     #[test]
+    fn a_presence_built_by_hand_encodes_like_the_hubs() {
+        let mut built = Presence::new()
+            .with("bob", PresenceMeta::new(2, Value::Null))
+            .with("ann", PresenceMeta::new(1, json!({"status": "away"})));
+        // The same connection again replaces its meta rather than adding one.
+        built.insert("ann", PresenceMeta::new(1, json!({"status": "here"})));
+        assert_eq!(
+            serde_json::to_value(&built).unwrap(),
+            json!({
+                "ann": {"metas": [{"conn_id": "1", "meta": {"status": "here"}}]},
+                "bob": {"metas": [{"conn_id": "2", "meta": {}}]},
+            })
+        );
+        let diff = PresenceDiff::new(Presence::new(), built.clone());
+        let mut view = built;
+        view.apply(&diff);
+        assert!(view.is_empty(), "{view:?}");
+    }
+
+    #[test]
     fn first_tab_joins_and_last_tab_leaves() {
         let mut room = RoomPresence::default();
 
