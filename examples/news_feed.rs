@@ -321,9 +321,7 @@ pub async fn start(listener: TcpListener, options: NewsOptions) -> io::Result<Ne
                 // Clients read; only this server writes.
                 .server_only()
                 // Readers do not need to see each other.
-                .presence(false)
-                // Kept for late joiners once rooms have history and recovery.
-                .history(20),
+                .presence(false),
         )
         .build();
     let articles = Articles::new(&hub);

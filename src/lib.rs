@@ -29,9 +29,12 @@
 //! }
 //! ```
 //!
-//! Clients speak the JSON protocol `wshub.v1` (see `PROTOCOL.md` in the repository):
-//! `join`, `leave`, `publish` and `presence` ops, each answered by a `reply`;
-//! `message` and `presence_diff` pushed by the server.
+//! Clients speak the JSON protocol `wshub.v1` (specified in [`PROTOCOL.md`] in the
+//! repository): `join`, `leave`, `publish` and `presence` ops, each answered by a
+//! `reply`; `message` and `presence_diff` pushed by the server. The [`protocol`] module
+//! is its Rust form.
+//!
+//! [`PROTOCOL.md`]: https://github.com/wshub/wshub/blob/HEAD/PROTOCOL.md
 //!
 //! ## Rooms are typed
 //!
@@ -49,7 +52,7 @@
 //! query, cookies, peer address) and returns an [`Identity`] or an
 //! [`AuthRejection`] (HTTP 401 or 403, before any upgrade). `authorize` decides per
 //! room and action. Built in: [`AllowAnonymous`] (the default),
-//! [`auth::StaticTokens`], and `auth::JwtAuth` (feature `jwt`).
+//! [`StaticTokens`], and `JwtAuth` (feature `jwt`).
 //!
 //! ## Serving
 //!
@@ -71,7 +74,8 @@
 //!
 //! ## Safe by default
 //!
-//! Every limit has a default ([`HubConfig`], [`NamespaceOptions`], [`ws::WsConfig`]):
+//! Every limit has a default ([`HubConfig`], [`NamespaceOptions`], and the engine's
+//! [`WsConfig`], which a hub carries as [`HubConfig::ws`]):
 //! connections in all, per host (an IPv4 address or IPv6 /64) and per network (IPv4 /24,
 //! IPv6 /48), optionally per user, rooms per connection, message and payload sizes, a
 //! byte-bounded outbound queue per connection (a slow consumer is closed with 1013, the
@@ -82,8 +86,71 @@
 //! | feature | default | adds |
 //! | --- | --- | --- |
 //! | `axum` | yes | `Hub::axum_route`, `Hub::serve_axum` (and `Hub::serve_axum_tls` with `tls`) |
-//! | `tls` | yes | `Hub::serve_tls`, the `tls` module |
-//! | `jwt` | yes | `auth::JwtAuth` (HS256, RS256) |
+//! | `tls` | no | `Hub::serve_tls`, the `tls` module (rustls acceptors from PEM) |
+//! | `self-signed` | no | `tls::self_signed`: certificates for development, with rcgen (implies `tls`) |
+//! | `jwt` | no | `JwtAuth` (HS256, RS256) |
+//!
+//! ## Everything from the crate root
+//!
+//! The types an application names are re-exported here; the modules ([`auth`],
+//! [`protocol`], [`ws`], [`net`], [`error`]) hold the rest. A whole app, with its own
+//! authenticator, a typed namespace with a publish hook, a server-side publish, and
+//! the hub served next to axum routes:
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use serde::{Deserialize, Serialize};
+//! use wshub::{
+//!     Action, AuthRejection, AuthRequest, Authenticator, ErrorCode, Hub, HubConfig,
+//!     Identity, Namespace, OriginPolicy, PublishContext, Refusal, WsConfig,
+//! };
+//!
+//! #[derive(Clone, Serialize, Deserialize)]
+//! struct Chat { text: String }
+//!
+//! struct Tokens;
+//!
+//! impl Authenticator for Tokens {
+//!     async fn authenticate(&self, req: &AuthRequest) -> Result<Identity, AuthRejection> {
+//!         match req.token().as_deref() {
+//!             Some("secret-ann") => Ok(Identity::new("ann", "Ann")),
+//!             _ => Err(AuthRejection::Unauthorized("unknown token".into())),
+//!         }
+//!     }
+//!     fn authorize(&self, identity: &Identity, room: &str, action: Action) -> bool {
+//!         action == Action::Join || room != "chat:announcements" || identity.user_id == "ann"
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let mut config = HubConfig::default();
+//!     config.origin = OriginPolicy::allow_list(["https://example.com"]);
+//!     config.ws = WsConfig::default().with_max_message_size(64 * 1024);
+//!     let hub = Hub::builder()
+//!         .authenticator(Tokens)
+//!         .config(config)
+//!         .namespace(Namespace::<Chat>::new("chat").on_publish(
+//!             |ctx: &PublishContext<'_>, msg: Chat| {
+//!                 if msg.text.is_empty() {
+//!                     return Err(Refusal { code: ErrorCode::InvalidData, message: "empty".into() });
+//!                 }
+//!                 Ok(Chat { text: format!("{}: {}", ctx.identity.name, msg.text) })
+//!             },
+//!         ))
+//!         .build();
+//!     hub.room::<Chat>("chat:lobby")
+//!         .expect("declared above")
+//!         .publish(Chat { text: "welcome".into() })
+//!         .expect("serializable");
+//!     let app = Router::new()
+//!         .route("/", get(|| async { "hello" }))
+//!         .route("/ws", hub.axum_route());
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//!     hub.serve_axum(listener, app).await
+//! }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -106,16 +173,26 @@ mod room;
 mod server;
 mod session;
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub mod tls;
 pub mod ws;
 
-pub use auth::{Action, AllowAnonymous, AuthRejection, AuthRequest, Authenticator, Identity};
+pub use auth::{
+    Action, AllowAnonymous, AuthRejection, AuthRequest, Authenticator, Identity, StaticTokens,
+};
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub use auth::{JwtAuth, JwtKeyError};
 pub use error::{Error, Result};
 pub use hub::{ConnectionInfo, RoomInfo};
 pub use hub::{Hub, HubBuilder, HubConfig, HubStats, RoomError, default_room_name_char};
 pub use net::{AddrGrouping, TrustedProxies};
 pub use presence::{Presence, PresenceDiff, PresenceMeta};
+pub use protocol::ErrorCode;
 pub use room::{
     Delivery, Namespace, NamespaceOptions, PublishContext, RecvError, Refusal, Room, RoomMessage,
     RoomSubscription,
 };
+// The engine types that appear in hub configuration and in the client API.
+pub use ws::handshake::{ClientConfig, OriginPolicy};
+pub use ws::{DeflateParams, WsConfig};

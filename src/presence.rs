@@ -54,6 +54,17 @@ pub struct PresenceMeta {
     pub meta: Value,
 }
 
+impl PresenceMeta {
+    /// The entry of connection `conn_id` with the client's `meta` (`{}` on the wire for
+    /// [`Value::Null`], as the hub stores a join without meta). For tests and for
+    /// clients written in Rust that keep their own view of a room: the struct is
+    /// `#[non_exhaustive]`, so it cannot be built with a literal outside this crate.
+    pub fn new(conn_id: u64, meta: Value) -> Self {
+        let meta = if meta.is_null() { empty_object() } else { meta };
+        PresenceMeta { conn_id, meta }
+    }
+}
+
 /// The metas of one user, in the wire shape `{"metas": [..]}`. Private so the public
 /// API can hand out plain slices and grow without breaking.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -89,6 +100,35 @@ impl Presence {
     /// Whether no user is present.
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
+    }
+
+    /// Adds one connection's `meta` to `user` (adding the user if absent), after the
+    /// metas already there; a meta with the `conn_id` of one the user already has
+    /// replaces it. This builds a set the way the hub does, for tests and for comparing
+    /// with what a room reports.
+    pub fn insert(&mut self, user: impl Into<String>, meta: PresenceMeta) {
+        let metas = &mut self.users.entry(user.into()).or_default().metas;
+        match metas.iter_mut().find(|m| m.conn_id == meta.conn_id) {
+            Some(known) => *known = meta,
+            None => metas.push(meta),
+        }
+    }
+
+    /// [`insert`](Self::insert), by value, for building a set in one expression:
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use wshub::{Presence, PresenceDiff, PresenceMeta};
+    ///
+    /// let joins = Presence::new().with("ann", PresenceMeta::new(1, json!({"status": "away"})));
+    /// let diff = PresenceDiff::new(joins, Presence::new());
+    /// let mut view = Presence::new();
+    /// view.apply(&diff);
+    /// assert_eq!(view.get("ann").unwrap()[0].conn_id, 1);
+    /// ```
+    pub fn with(mut self, user: impl Into<String>, meta: PresenceMeta) -> Self {
+        self.insert(user, meta);
+        self
     }
 
     /// Whether `user` is present.
@@ -140,6 +180,13 @@ pub struct PresenceDiff {
 }
 
 impl PresenceDiff {
+    /// A diff announcing `joins` and `leaves`. The struct is `#[non_exhaustive]` (it
+    /// may grow), so outside this crate it is built with this, not a literal; for
+    /// tests of code that consumes diffs, and for Rust clients.
+    pub fn new(joins: Presence, leaves: Presence) -> Self {
+        PresenceDiff { joins, leaves }
+    }
+
     /// Whether the diff announces nothing.
     pub fn is_empty(&self) -> bool {
         self.joins.is_empty() && self.leaves.is_empty()
@@ -334,6 +381,26 @@ mod tests {
 
     fn users(p: &Presence) -> Vec<String> {
         p.iter().map(|(u, _)| u.to_owned()).collect()
+    }
+
+    #[test]
+    fn a_presence_built_by_hand_encodes_like_the_hubs() {
+        let mut built = Presence::new()
+            .with("bob", PresenceMeta::new(2, Value::Null))
+            .with("ann", PresenceMeta::new(1, json!({"status": "away"})));
+        // The same connection again replaces its meta rather than adding one.
+        built.insert("ann", PresenceMeta::new(1, json!({"status": "here"})));
+        assert_eq!(
+            serde_json::to_value(&built).unwrap(),
+            json!({
+                "ann": {"metas": [{"conn_id": "1", "meta": {"status": "here"}}]},
+                "bob": {"metas": [{"conn_id": "2", "meta": {}}]},
+            })
+        );
+        let diff = PresenceDiff::new(Presence::new(), built.clone());
+        let mut view = built;
+        view.apply(&diff);
+        assert!(view.is_empty(), "{view:?}");
     }
 
     #[test]

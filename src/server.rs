@@ -36,12 +36,7 @@ impl Hub {
 
     /// The engine settings every connection gets.
     pub(crate) fn ws_config(&self) -> WsConfig {
-        let c = self.config();
-        WsConfig::default()
-            .with_max_message_size(c.max_message_size)
-            .with_max_frame_size(c.max_message_size)
-            .with_max_queued_bytes(c.max_queued_bytes)
-            .with_compression_level(c.compression_level)
+        self.config().ws.clone()
     }
 
     /// Accepts WebSocket connections on `listener` until [`shutdown`](Hub::shutdown)
@@ -85,6 +80,7 @@ impl Hub {
     /// connection over a pending cap is closed at once (answering it would take a TLS
     /// handshake).
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub async fn serve_tls(
         &self,
         listener: TcpListener,
@@ -498,6 +494,7 @@ mod axum_route {
         /// `app.into_make_service_with_connect_info::<std::net::SocketAddr>()`: without
         /// `ConnectInfo` the hub does not know peer addresses, per-IP limits are off,
         /// and the first such request logs a warning (once per process).
+        #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
         pub fn axum_route<St>(&self) -> axum::routing::MethodRouter<St>
         where
             St: Clone + Send + Sync + 'static,

@@ -1,5 +1,5 @@
-//! TLS (`wss://`) set-up with rustls: acceptors from PEM files, and self-signed
-//! certificates for development.
+//! TLS (`wss://`) set-up with rustls: acceptors from PEM files, and (feature
+//! `self-signed`) self-signed certificates for development.
 
 use std::io;
 use std::path::Path;
@@ -10,6 +10,8 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 
 /// A self-signed certificate and the acceptor that serves it.
+#[cfg(feature = "self-signed")]
+#[cfg_attr(docsrs, doc(cfg(feature = "self-signed")))]
 #[derive(Clone)]
 pub struct SelfSigned {
     /// Serves the certificate.
@@ -21,6 +23,7 @@ pub struct SelfSigned {
     pub key_pem: String,
 }
 
+#[cfg(feature = "self-signed")]
 impl std::fmt::Debug for SelfSigned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SelfSigned").finish_non_exhaustive()
@@ -33,6 +36,8 @@ fn other(e: impl std::fmt::Display) -> io::Error {
 
 /// Generates a self-signed certificate for `hosts` (names or IP addresses, e.g.
 /// `["localhost", "127.0.0.1"]`) with rcgen.
+#[cfg(feature = "self-signed")]
+#[cfg_attr(docsrs, doc(cfg(feature = "self-signed")))]
 pub fn self_signed<I, S>(hosts: I) -> io::Result<SelfSigned>
 where
     I: IntoIterator<Item = S>,

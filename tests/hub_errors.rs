@@ -686,7 +686,7 @@ async fn persistent_flooding_closes_with_1008() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_over_max_message_size_closes_with_1009() {
     let hub = test_hub_builder()
-        .configure(|c| c.max_message_size = 1024)
+        .configure(|c| c.ws.max_message_size = 1024)
         .build();
     let url = serve(&hub).await;
     let mut watcher = Client::connect(&url).await;

@@ -253,7 +253,7 @@ async fn a_flood_of_200_frames_gets_its_replies_then_rate_limited_then_1008() {
 async fn error_closes_come_after_the_replies_already_queued() {
     let hub = test_hub_builder().build();
     let addr = addr_of(&serve(&hub).await);
-    // A header announcing 2 MiB, over the 1 MiB default `max_message_size`.
+    // A header announcing 2 MiB, over the 1 MiB default `ws.max_message_size`.
     let too_big = frame_header(true, 0, OP_TEXT, 2 << 20, Some([1, 2, 3, 4]));
     let bad_utf8 = frame(true, 0, OP_TEXT, b"{\"op\":\"\xff\"}", true);
     let unmasked = text_frame(&json!({"op": "presence", "room": "chat:e"}))
@@ -303,7 +303,7 @@ async fn a_slow_consumer_that_reads_again_gets_its_queue_then_1013() {
     const ROOM: &str = "chat:slow";
     const MAX_QUEUED: usize = 64 * 1024;
     let hub = test_hub_builder()
-        .configure(|c| c.max_queued_bytes = MAX_QUEUED)
+        .configure(|c| c.ws.max_queued_bytes = MAX_QUEUED)
         .build();
     let addr = addr_of(&serve(&hub).await);
     let mut slow = connect_stalling(addr, "").await;
@@ -356,7 +356,7 @@ async fn a_peer_that_never_reads_is_dropped_within_the_close_timeout() {
     const ROOM: &str = "chat:stuck";
     let hub = test_hub_builder()
         .configure(|c| {
-            c.max_queued_bytes = 64 * 1024;
+            c.ws.max_queued_bytes = 64 * 1024;
             // Long enough that a shutdown cut short is not taken for the close timeout.
             c.shutdown_timeout = CLOSE_TIMEOUT * 4;
         })
@@ -416,7 +416,7 @@ async fn token_expiry_delivers_the_queue_then_1008() {
     );
     let hub: Hub = test_hub_builder()
         .authenticator(tokens)
-        .configure(|c| c.max_queued_bytes = 16 << 20)
+        .configure(|c| c.ws.max_queued_bytes = 16 << 20)
         .build();
     let addr = addr_of(&serve(&hub).await);
     let mut c = connect_stalling(addr, "Authorization: Bearer brief").await;

@@ -218,7 +218,7 @@ fn spawn_reader(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_reader_is_closed_with_1013_and_the_others_get_everything() {
     let hub = test_hub_builder()
-        .configure(|c| c.max_queued_bytes = MAX_QUEUED)
+        .configure(|c| c.ws.max_queued_bytes = MAX_QUEUED)
         .build();
     let url = serve(&hub).await;
     let addr: SocketAddr = url

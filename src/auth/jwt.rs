@@ -32,6 +32,7 @@ use super::{AuthRejection, AuthRequest, Authenticator, Identity};
 ///
 /// Every failure is a 401 with a short reason (`"token expired"`, `"invalid
 /// token"`, ...) that reveals nothing about the key.
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub struct JwtAuth {
     key: DecodingKey,
     validation: Validation,
@@ -40,6 +41,7 @@ pub struct JwtAuth {
 /// The key given to [`JwtAuth::rs256_pem`] could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid RSA public key: {reason}")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub struct JwtKeyError {
     reason: String,
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::net::{AddrGrouping, TrustedProxies};
+use crate::ws::WsConfig;
 use crate::ws::handshake::OriginPolicy;
 
 /// Limits and timings of a hub. Every limit has a default; none is unbounded.
@@ -36,13 +37,6 @@ pub struct HubConfig {
     /// Most rooms one connection may be in; a join over it gets `too_many_rooms`.
     /// Default: 100.
     pub max_rooms_per_connection: usize,
-    /// Largest WebSocket message a client may send; over it the connection is closed
-    /// with 1009. Default: 1 MiB (a namespace's `max_payload` refuses big publishes
-    /// with a `too_large` reply well before this).
-    pub max_message_size: usize,
-    /// Bytes that may wait in one connection's outbound queue before it is closed with
-    /// 1013 "slow consumer". Default: 1 MiB.
-    pub max_queued_bytes: usize,
     /// Sustained client messages per second per connection (token bucket refill).
     /// Default: 50.
     pub rate_per_second: f64,
@@ -142,10 +136,32 @@ pub struct HubConfig {
     /// How long [`Hub::shutdown`](crate::Hub::shutdown) lets connections drain their queues and finish the
     /// closing handshake before giving up on them. Default: 10 s.
     pub shutdown_timeout: Duration,
-    /// zlib level for permessage-deflate (negotiated when the client offers it).
-    /// Default: 1.
-    pub compression_level: u32,
-    /// Whether to negotiate permessage-deflate at all. Default: `true`.
+    /// The engine's limits for every connection of the hub: frame and message sizes,
+    /// the outbound queue, the close timeout, compression level and threshold (see
+    /// [`WsConfig`]). Nested rather than copied, so every engine limit can be set on a
+    /// hub:
+    ///
+    /// - [`max_message_size`](WsConfig::max_message_size) and
+    ///   [`max_frame_size`](WsConfig::max_frame_size): largest message and frame a
+    ///   client may send; over them the connection is closed with 1009. Default: 1 MiB
+    ///   each, not the engine's 16 MiB: a hub carries small JSON messages, and a
+    ///   namespace's `max_payload` (64 KiB) refuses big publishes with a `too_large`
+    ///   reply well before this.
+    /// - [`max_queued_bytes`](WsConfig::max_queued_bytes): bytes that may wait in one
+    ///   connection's outbound queue; over it the connection is closed with 1013
+    ///   ("slow consumer"). Default: 1 MiB.
+    /// - [`compression_level`](WsConfig::compression_level): zlib level of every
+    ///   message the hub sends compressed (each is compressed once for all its
+    ///   receivers). Default: 1.
+    /// - the rest as in [`WsConfig::default`].
+    ///
+    /// ```
+    /// let mut config = wshub::HubConfig::default();
+    /// config.ws = config.ws.with_max_message_size(64 * 1024).with_max_queued_bytes(256 * 1024);
+    /// ```
+    pub ws: WsConfig,
+    /// Whether to negotiate permessage-deflate at all (at the level of
+    /// [`ws.compression_level`](WsConfig::compression_level)). Default: `true`.
     pub compression: bool,
     /// Which `Origin`s may connect (others get HTTP 403). Browsers always send `Origin`;
     /// restrict it when the authenticator trusts cookies, so another site cannot open a
@@ -187,8 +203,6 @@ impl Default for HubConfig {
             max_connections_per_network: 1_000,
             max_connections_per_user: None,
             max_rooms_per_connection: 100,
-            max_message_size: 1 << 20,
-            max_queued_bytes: 1 << 20,
             rate_per_second: 50.0,
             rate_burst: 100.0,
             flood_limit: 100,
@@ -210,7 +224,9 @@ impl Default for HubConfig {
             max_pending_per_host: 16,
             max_pending_per_network: 128,
             shutdown_timeout: Duration::from_secs(10),
-            compression_level: 1,
+            ws: WsConfig::default()
+                .with_max_message_size(1 << 20)
+                .with_max_frame_size(1 << 20),
             compression: true,
             origin: OriginPolicy::Any,
             addr_grouping: AddrGrouping::default(),

@@ -393,7 +393,7 @@ impl Hub {
     pub(crate) fn prepare(&self, text: String) -> PreparedMessage {
         PreparedMessage::with_compression_level(
             Message::text(text),
-            self.0.config.compression_level,
+            self.0.config.ws.compression_level,
         )
     }
 

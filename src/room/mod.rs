@@ -154,6 +154,19 @@ pub struct Delivery<M> {
     pub data: M,
 }
 
+impl<M> Delivery<M> {
+    /// A delivery of `data` to `room` from `from` (`None`: a server publish). The
+    /// struct is `#[non_exhaustive]`, so outside this crate it is built with this (to
+    /// test code that consumes a [`RoomSubscription`], say), not with a literal.
+    pub fn new(room: impl Into<Arc<str>>, from: Option<&str>, data: M) -> Self {
+        Delivery {
+            room: room.into(),
+            from: from.map(Arc::from),
+            data,
+        }
+    }
+}
+
 /// A typed handle on one room, from [`Hub::room`]. Cheap to clone.
 pub struct Room<M> {
     hub: Hub,

@@ -30,9 +30,6 @@ pub struct NamespaceOptions {
     pub client_publish: bool,
     /// Whether rooms track presence and send `presence_diff`s. Default: `true`.
     pub presence: bool,
-    /// Messages kept per room for recovery after a reconnect (used by history and
-    /// recovery). Default: 0.
-    pub history: usize,
     /// Most connections one room accepts; a join over it gets `room_full`.
     /// Default: 10,000.
     pub max_subscribers: usize,
@@ -49,7 +46,6 @@ impl Default for NamespaceOptions {
         NamespaceOptions {
             client_publish: true,
             presence: true,
-            history: 0,
             max_subscribers: 10_000,
             max_payload: 64 * 1024,
         }
@@ -153,11 +149,6 @@ impl<M: RoomMessage> Namespace<M> {
     /// Turns presence on or off.
     pub fn presence(mut self, on: bool) -> Self {
         self.options.presence = on;
-        self
-    }
-    /// Messages kept per room for recovery.
-    pub fn history(mut self, messages: usize) -> Self {
-        self.options.history = messages;
         self
     }
     /// Most connections per room.

@@ -74,6 +74,7 @@ impl Hub {
     /// request body (a connection doing so stays pending, so it counts against the
     /// caps above). Bound them in the app if it reads bodies, e.g. with a timeout
     /// layer.
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
     pub async fn serve_axum(&self, listener: TcpListener, app: Router) -> io::Result<()> {
         self.accept_loop(
             listener,
@@ -93,6 +94,7 @@ impl Hub {
     /// handshake). HTTP/1.1 only: the acceptor must not offer `h2` by ALPN (those of
     /// the [`tls`](crate::tls) module offer `http/1.1`).
     #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "axum", feature = "tls"))))]
     pub async fn serve_axum_tls(
         &self,
         listener: TcpListener,

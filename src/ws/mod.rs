@@ -19,6 +19,9 @@ mod utf8;
 pub use bytes::Bytes;
 pub use config::WsConfig;
 pub use conn::{Message, Outbound, Role, SendError, WebSocket};
+pub use deflate::DeflateParams;
+// The client side at the engine's top level too, where a client looks first.
+pub use handshake::{ClientConfig, client_handshake, connect};
 pub use prepared::PreparedMessage;
 pub use tungstenite::protocol::frame::coding::CloseCode;
 pub use tungstenite::protocol::frame::{CloseFrame, Utf8Bytes};
