@@ -170,6 +170,7 @@ pub mod protocol;
 mod rate;
 mod reaper;
 mod room;
+mod rpc;
 mod server;
 mod session;
 #[cfg(feature = "tls")]
@@ -190,9 +191,10 @@ pub use net::{AddrGrouping, TrustedProxies};
 pub use presence::{Presence, PresenceDiff, PresenceMeta};
 pub use protocol::ErrorCode;
 pub use room::{
-    Delivery, Namespace, NamespaceOptions, PublishContext, RecvError, Refusal, Room, RoomMessage,
-    RoomSubscription,
+    AsyncPublishContext, Delivery, Namespace, NamespaceOptions, PublishContext, RecvError, Refusal,
+    Room, RoomMessage, RoomSubscription,
 };
+pub use rpc::{RpcContext, RpcError};
 // The engine types that appear in hub configuration and in the client API.
 pub use ws::handshake::{ClientConfig, OriginPolicy};
 pub use ws::{DeflateParams, WsConfig};

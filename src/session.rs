@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use crate::auth::{Action, Identity};
@@ -12,7 +15,8 @@ use crate::error::Error;
 use crate::hub::{ConnEntry, Hub};
 use crate::protocol::{self, ClientOp, ErrorCode, quote};
 use crate::rate::{SharedBucket, TokenBucket};
-use crate::room::PublishContext;
+use crate::room::{AsyncPublishContext, PublishContext, Refusal};
+use crate::rpc::{self, BoxFuture, RpcContext};
 use crate::ws::{CloseCode, Message, Outbound, SendError, WebSocket};
 
 /// An error reply: code and message.
@@ -64,6 +68,8 @@ async fn serve<S>(
         host_bucket: peer.map(|p| hub.host_bucket(p.ip())),
         membership: TokenBucket::new(config.membership_rate_per_second, config.membership_burst),
         strikes: 0,
+        calls: JoinSet::new(),
+        publisher: None,
     };
     session.send_text(protocol::encode_welcome(&entry.identity.user_id, conn_id));
     if hub.is_shutting_down() {
@@ -105,6 +111,105 @@ struct Session {
     membership: TokenBucket,
     /// Rate-limited messages, less a quarter for each message that passed since.
     strikes: u32,
+    /// The RPCs of this connection that are running, one task each so that a slow
+    /// method never holds up the connection's reads and writes. At most
+    /// `max_rpc_in_flight` (finished ones are reaped before each new call). A
+    /// `JoinSet`, so the calls still running when the connection ends are aborted with
+    /// the session instead of outliving it.
+    calls: JoinSet<()>,
+    /// The queue of publishes waiting for an async publish hook, created by the
+    /// first such publish.
+    publisher: Option<Publisher>,
+}
+
+/// One connection's publishes to namespaces with an async hook, checked and
+/// broadcast one at a time, in arrival order, by a task of their own: the
+/// connection's order is kept while its task goes on reading, and other connections
+/// never wait for it.
+struct Publisher {
+    /// Capacity `max_pending_publishes`, so with a permit in hand `try_send` never
+    /// finds it full.
+    tx: mpsc::Sender<PublishJob>,
+    /// `max_pending_publishes` permits; a publish holds one from arrival until it is
+    /// answered. Over it, the publish is refused (`rate_limited`), never waited for.
+    permits: Arc<Semaphore>,
+    /// The task; aborted when the session ends, dropping the publishes still waiting.
+    _task: AbortOnDropHandle<()>,
+}
+
+/// One queued publish: the future that runs the hook and publishes, and what is
+/// owed to the client.
+struct PublishJob {
+    publish: BoxFuture<Result<usize, Refusal>>,
+    reply: Reply,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The one answer a request still owes, for work done outside the session (an RPC, a
+/// queued publish). If it is dropped unsent (its task panicked, or was aborted), it
+/// answers `internal`: every request with an id gets exactly one reply.
+struct Reply {
+    hub: Hub,
+    entry: Arc<ConnEntry>,
+    id: Option<u64>,
+    sent: bool,
+}
+
+impl Reply {
+    /// Sends the answer: `Ok` carries the reply's `data` as JSON text.
+    fn send(mut self, result: Result<String, OpError>) {
+        self.send_once(result);
+    }
+
+    fn send_once(&mut self, result: Result<String, OpError>) {
+        if std::mem::replace(&mut self.sent, true) {
+            return;
+        }
+        let text = match (self.id, result) {
+            (Some(id), Ok(data)) => protocol::encode_reply_raw(id, &data),
+            (Some(id), Err((code, message))) => protocol::encode_reply_err(id, code, &message),
+            (None, Ok(_)) => return,
+            (None, Err((code, message))) => protocol::encode_error(code, &message),
+        };
+        send_to(&self.hub, &self.entry, text);
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        // A no-op once sent. Otherwise the task answering it panicked or was aborted
+        // (its connection is closing, and the reply goes nowhere).
+        self.send_once(Err(err(
+            ErrorCode::Internal,
+            "the server failed while handling this request",
+        )));
+    }
+}
+
+/// Queues a message to a connection; one that cannot keep up with its own replies is
+/// a slow consumer like any other.
+fn send_to(hub: &Hub, entry: &ConnEntry, text: String) {
+    let msg = hub.prepare(text);
+    if let Err(SendError::Full) = entry.outbound.try_send(&msg) {
+        hub.close_slow_consumer(entry.id, &entry.outbound);
+    }
+}
+
+/// Runs a connection's queued publishes one after the other, answering each.
+async fn run_publisher(mut rx: mpsc::Receiver<PublishJob>) {
+    while let Some(job) = rx.recv().await {
+        let PublishJob {
+            publish,
+            reply,
+            _permit,
+        } = job;
+        let result = publish.await;
+        reply.send(
+            result
+                .map(|delivered| format!(r#"{{"delivered":{delivered}}}"#))
+                .map_err(|r| (r.code, r.message)),
+        );
+    }
 }
 
 impl Session {
@@ -112,12 +217,18 @@ impl Session {
         &self.entry.outbound
     }
 
-    /// Queues a message to this connection; one that cannot keep up with its own
-    /// replies is a slow consumer like any other.
+    /// Queues a message to this connection.
     fn send_text(&self, text: String) {
-        let msg = self.hub.prepare(text);
-        if let Err(SendError::Full) = self.out().try_send(&msg) {
-            self.hub.close_slow_consumer(self.entry.id, self.out());
+        send_to(&self.hub, &self.entry, text);
+    }
+
+    /// An answer owed to request `id`, to be sent from another task.
+    fn owed_reply(&self, id: Option<u64>) -> Reply {
+        Reply {
+            hub: self.hub.clone(),
+            entry: self.entry.clone(),
+            id,
+            sent: false,
         }
     }
 
@@ -183,7 +294,9 @@ impl Session {
             }
         };
         let id = op.id();
-        if let Err(e) = self.check_room_name(op.room()) {
+        if let Some(room) = op.room()
+            && let Err(e) = self.check_room_name(room)
+        {
             self.reply(id, Err(e));
             return;
         }
@@ -211,8 +324,19 @@ impl Session {
                 room,
                 data,
                 ephemeral,
-                ..
-            } => self.publish(&room, data, ephemeral),
+                id,
+            } => match self.publish(&room, data, ephemeral, id) {
+                // Queued for an async hook: answered when it is done.
+                Ok(None) => return,
+                Ok(Some(delivered)) => Ok(json!({ "delivered": delivered })),
+                Err(e) => Err(e),
+            },
+            ClientOp::Call { method, data, id } => {
+                if let Err(e) = self.call(method, data, id) {
+                    self.reply(Some(id), Err(e));
+                }
+                return;
+            }
             ClientOp::Presence { room, id } => {
                 if let Err(e) = self.presence(&room, id) {
                     self.reply(Some(id), Err(e));
@@ -338,7 +462,15 @@ impl Session {
         Ok(json!({}))
     }
 
-    fn publish(&mut self, room: &str, data: Value, ephemeral: bool) -> Result<Value, OpError> {
+    /// Publishes a client's message: `Some(delivered)` when done at once, `None` when
+    /// queued for the namespace's async hook (the queue answers it).
+    fn publish(
+        &mut self,
+        room: &str,
+        data: Value,
+        ephemeral: bool,
+        id: Option<u64>,
+    ) -> Result<Option<usize>, OpError> {
         let state = self.entry.rooms().get(room).cloned();
         let Some(state) = state else {
             return Err(match self.hub.namespace_of(room) {
@@ -379,6 +511,19 @@ impl Session {
                 ),
             ));
         }
+        if state.ns.has_async_hook() {
+            let ctx = AsyncPublishContext {
+                room: state.name.clone(),
+                identity: self.entry.identity.clone(),
+                conn_id: self.entry.id,
+                ephemeral,
+            };
+            let publish = state
+                .ns
+                .client_publish_async(self.hub.clone(), state.clone(), ctx, data);
+            self.queue_publish(publish, id)?;
+            return Ok(None);
+        }
         let ctx = PublishContext {
             room,
             identity: &self.entry.identity,
@@ -388,7 +533,81 @@ impl Session {
             .ns
             .client_publish(&self.hub, &state, &ctx, data)
             .map_err(|r| (r.code, r.message))?;
-        Ok(json!({ "delivered": delivered }))
+        Ok(Some(delivered))
+    }
+
+    /// Queues a publish behind this connection's earlier ones that wait for an async
+    /// hook, or refuses it when `max_pending_publishes` are waiting already.
+    fn queue_publish(
+        &mut self,
+        publish: BoxFuture<Result<usize, Refusal>>,
+        id: Option<u64>,
+    ) -> Result<(), OpError> {
+        let max = self.hub.config().max_pending_publishes;
+        // A task that ended (a hook panicked) is replaced; what it held was answered
+        // `internal` as it was dropped.
+        if self.publisher.as_ref().is_none_or(|p| p.tx.is_closed()) {
+            let (tx, rx) = mpsc::channel(max.max(1));
+            let task = tokio::spawn(run_publisher(rx).in_current_span());
+            self.publisher = Some(Publisher {
+                tx,
+                permits: Arc::new(Semaphore::new(max)),
+                _task: AbortOnDropHandle::new(task),
+            });
+        }
+        let publisher = self.publisher.as_ref().expect("created above");
+        let Ok(permit) = publisher.permits.clone().try_acquire_owned() else {
+            return Err(err(
+                ErrorCode::RateLimited,
+                format!("{max} publishes are waiting to be checked already; slow down"),
+            ));
+        };
+        let job = PublishJob {
+            publish,
+            reply: self.owed_reply(id),
+            _permit: permit,
+        };
+        if let Err(e) = publisher.tx.try_send(job) {
+            // Full cannot happen (a permit per place); Closed only if the task died
+            // just now. The job's reply answers `internal` as it is dropped here.
+            drop(e);
+        }
+        Ok(())
+    }
+
+    /// Starts an RPC in a task of its own, or refuses it at once: unknown method
+    /// (`not_found`), or `max_rpc_in_flight` calls of this connection running already
+    /// (`rate_limited`). The task sends the reply.
+    fn call(&mut self, name: String, data: Value, id: u64) -> Result<(), OpError> {
+        let Some(method) = self.hub.method(&name) else {
+            return Err(err(
+                ErrorCode::NotFound,
+                format!("no such method: {}", quote(&name)),
+            ));
+        };
+        while self.calls.try_join_next().is_some() {}
+        let max = self.hub.config().max_rpc_in_flight;
+        if self.calls.len() >= max {
+            return Err(err(
+                ErrorCode::RateLimited,
+                format!("{max} calls are running already; wait for their replies"),
+            ));
+        }
+        let ctx = RpcContext {
+            hub: self.hub.clone(),
+            identity: self.entry.identity.clone(),
+            conn_id: self.entry.id,
+            peer: self.entry.peer,
+        };
+        let reply = self.owed_reply(Some(id));
+        self.calls.spawn(
+            async move {
+                let result = rpc::run(method, &name, ctx, data).await;
+                reply.send(result.map_err(|e| (e.code, e.message)));
+            }
+            .in_current_span(),
+        );
+        Ok(())
     }
 
     /// Answers a `presence` request, under the room's presence lock (as `join`).

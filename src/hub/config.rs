@@ -74,6 +74,30 @@ pub struct HubConfig {
     /// a status and an avatar URL; large profiles belong in the application's own
     /// API, not in every member's presence stream).
     pub max_presence_meta: usize,
+    /// Largest response of one RPC ([`HubBuilder::rpc`](crate::HubBuilder::rpc)), in
+    /// bytes of JSON; a larger one is not sent and the caller gets `too_large`.
+    /// Default: 64 KiB, as a namespace's `max_payload`: a reply goes through the
+    /// caller's outbound queue like any message ([`ws`](Self::ws)'s
+    /// `max_queued_bytes`, 1 MiB), and a few large replies must not make the caller a
+    /// slow consumer. Page large lists instead.
+    pub max_rpc_response: usize,
+    /// How long one RPC handler may run; one that has not answered by then is dropped
+    /// (cancelled at its next `.await`) and the caller gets `timeout`. Default: 10 s
+    /// (long enough for a database query, short enough that a stuck backend does not
+    /// hold the caller's `max_rpc_in_flight` places for long).
+    pub rpc_timeout: Duration,
+    /// Most RPCs of one connection running at once; a call over it gets
+    /// `rate_limited` at once. Each runs in its own task, so a slow method never holds
+    /// up the connection's other ops. Default: 16 (more than a page needs, few enough
+    /// that one connection cannot start a backend stampede; the message rate limit
+    /// bounds how fast calls arrive, this bounds how many wait).
+    pub max_rpc_in_flight: usize,
+    /// Most client publishes of one connection waiting for a namespace's async publish
+    /// hook ([`Namespace::on_publish_async`](crate::Namespace::on_publish_async)), the
+    /// one being checked included; over it a publish gets `rate_limited`. They are
+    /// checked one at a time, in order, so a slow hook makes them wait rather than
+    /// overtake each other. Default: 16.
+    pub max_pending_publishes: usize,
     /// Presence changes (joins and leaves) are announced once per tick per room, as one
     /// `presence_diff` holding every change of the tick: N changes cost each member one
     /// message, and a user who joins and leaves within a tick costs nothing.
@@ -213,6 +237,10 @@ impl Default for HubConfig {
             membership_rate_per_second: 5.0,
             membership_burst: 20.0,
             max_presence_meta: 256,
+            max_rpc_response: 64 * 1024,
+            rpc_timeout: Duration::from_secs(10),
+            max_rpc_in_flight: 16,
+            max_pending_publishes: 16,
             presence_tick: Duration::from_millis(100),
             presence_diff_budget: 4096,
             max_room_name_len: 128,

@@ -24,6 +24,7 @@ use crate::auth::{Action, AllowAnonymous, Authenticator, DynAuthenticator, Ident
 use crate::rate::SharedBucket;
 use crate::reaper::Reaper;
 use crate::room::{ErasedNamespace, Namespace, Room, RoomMessage, RoomState};
+use crate::rpc::{ErasedMethod, RpcContext, RpcError};
 use crate::ws::{CloseCode, Message, Outbound, PreparedMessage};
 
 /// Why [`Hub::room`] or [`Hub::find_room`] returned no room.
@@ -103,6 +104,8 @@ impl ConnEntry {
 pub(crate) struct HubInner {
     pub(crate) config: HubConfig,
     namespaces: HashMap<String, Arc<dyn ErasedNamespace>>,
+    /// The RPC methods clients may `call`, by name. Fixed when the hub is built.
+    methods: HashMap<String, ErasedMethod>,
     rooms: DashMap<Arc<str>, Arc<RoomState>>,
     pub(crate) conns: DashMap<u64, Arc<ConnEntry>>,
     /// The ids of each user's open connections, so [`Hub::user_connections`] costs the
@@ -187,6 +190,7 @@ impl fmt::Debug for Hub {
 pub struct HubBuilder {
     config: HubConfig,
     namespaces: HashMap<String, Arc<dyn ErasedNamespace>>,
+    methods: HashMap<String, ErasedMethod>,
     auth: Arc<dyn DynAuthenticator>,
 }
 
@@ -195,6 +199,7 @@ impl fmt::Debug for HubBuilder {
         f.debug_struct("HubBuilder")
             .field("config", &self.config)
             .field("namespaces", &self.namespaces.keys().collect::<Vec<_>>())
+            .field("methods", &self.methods.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -210,6 +215,53 @@ impl HubBuilder {
         );
         let prev = self.namespaces.insert(name.clone(), ns.erase());
         assert!(prev.is_none(), "namespace {name:?} declared twice");
+        self
+    }
+
+    /// Registers an RPC method that clients call with
+    /// `{"op":"call","method":NAME,"data":..,"id":N}` and that answers with exactly one
+    /// `reply`. The request (`data`, `null` when absent) is decoded into `Req`; one that
+    /// does not fit gets `invalid_data` without running the handler. The handler's
+    /// `Ok` is encoded as the reply's `data`, its [`RpcError`] sent as the reply's
+    /// error.
+    ///
+    /// Each call runs in a task of its own, so a slow handler never holds up its
+    /// connection. Calls count against the connection's, user's and host's message
+    /// rate limits like any op, and are bounded by
+    /// [`HubConfig::max_rpc_in_flight`] (`rate_limited`),
+    /// [`HubConfig::rpc_timeout`] (`timeout`) and [`HubConfig::max_rpc_response`]
+    /// (`too_large`); an unknown method is `not_found`. A handler that panics answers
+    /// `internal`. A call still running when its connection closes is dropped.
+    ///
+    /// Panics if `name` is empty or registered twice (a programming error, caught at
+    /// start-up).
+    ///
+    /// ```
+    /// use wshub::{Hub, RpcContext, RpcError};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Add { a: i64, b: i64 }
+    ///
+    /// let hub = Hub::builder()
+    ///     .rpc("math.add", |_ctx: RpcContext, req: Add| async move {
+    ///         req.a.checked_add(req.b).ok_or_else(|| RpcError::invalid("overflow"))
+    ///     })
+    ///     .rpc("whoami", |ctx: RpcContext, _: ()| async move {
+    ///         Ok::<_, RpcError>(ctx.identity().user_id.clone())
+    ///     });
+    /// ```
+    pub fn rpc<Req, Resp, F, Fut>(mut self, name: impl Into<String>, handler: F) -> Self
+    where
+        Req: serde::de::DeserializeOwned + Send + 'static,
+        Resp: serde::Serialize + Send + 'static,
+        F: Fn(RpcContext, Req) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Resp, RpcError>> + Send + 'static,
+    {
+        let name = name.into();
+        assert!(!name.is_empty(), "RPC method names must be non-empty");
+        let method = crate::rpc::erase(&name, handler);
+        let prev = self.methods.insert(name.clone(), method);
+        assert!(prev.is_none(), "RPC method {name:?} registered twice");
         self
     }
 
@@ -238,6 +290,7 @@ impl HubBuilder {
             reaper: Reaper::new(),
             config: self.config,
             namespaces: self.namespaces,
+            methods: self.methods,
             rooms: DashMap::new(),
             conns: DashMap::new(),
             user_conns: DashMap::new(),
@@ -335,6 +388,7 @@ impl Hub {
         HubBuilder {
             config: HubConfig::default(),
             namespaces: HashMap::new(),
+            methods: HashMap::new(),
             auth: Arc::new(AllowAnonymous::new()),
         }
     }
@@ -453,6 +507,11 @@ impl Hub {
             return None;
         }
         self.0.namespaces.get(ns).cloned()
+    }
+
+    /// The RPC method registered as `name`, if any.
+    pub(crate) fn method(&self, name: &str) -> Option<ErasedMethod> {
+        self.0.methods.get(name).cloned()
     }
 
     /// The state of room `name`, created if needed.

@@ -57,6 +57,19 @@ pub enum ClientOp {
         /// Request id; the reply carries the snapshot.
         id: u64,
     },
+    /// `{"op":"call","method":M,"data":..,"id":N}`: call a method the application
+    /// registered (`HubBuilder::rpc`) and get exactly one `reply`, with the method's
+    /// response or its error.
+    Call {
+        /// The method's name, as registered (`rooms.list`).
+        method: String,
+        /// The request, any JSON value (absent means `null`); the method's request
+        /// type validates it.
+        #[serde(default)]
+        data: Value,
+        /// Request id; required, as a call without a reply would be pointless.
+        id: u64,
+    },
 }
 
 // `skip_serializing_if` needs a function taking a reference.
@@ -72,16 +85,18 @@ impl ClientOp {
             ClientOp::Leave { .. } => "leave",
             ClientOp::Publish { .. } => "publish",
             ClientOp::Presence { .. } => "presence",
+            ClientOp::Call { .. } => "call",
         }
     }
 
-    /// The room this operation is about.
-    pub fn room(&self) -> &str {
+    /// The room this operation is about; `None` for ops about no room (`call`).
+    pub fn room(&self) -> Option<&str> {
         match self {
             ClientOp::Join { room, .. }
             | ClientOp::Leave { room, .. }
             | ClientOp::Publish { room, .. }
-            | ClientOp::Presence { room, .. } => room,
+            | ClientOp::Presence { room, .. } => Some(room),
+            ClientOp::Call { .. } => None,
         }
     }
 
@@ -90,7 +105,8 @@ impl ClientOp {
         match self {
             ClientOp::Join { id, .. }
             | ClientOp::Leave { id, .. }
-            | ClientOp::Presence { id, .. } => Some(*id),
+            | ClientOp::Presence { id, .. }
+            | ClientOp::Call { id, .. } => Some(*id),
             ClientOp::Publish { id, .. } => *id,
         }
     }
@@ -190,13 +206,33 @@ mod tests {
                 id: 5
             })
         );
+        assert_eq!(
+            parse_client_op(r#"{"op":"call","method":"rooms.list","data":{"a":1},"id":6}"#),
+            Ok(ClientOp::Call {
+                method: "rooms.list".into(),
+                data: json!({"a": 1}),
+                id: 6
+            })
+        );
+        // `data` may be left out: the method gets `null`.
+        let call = parse_client_op(r#"{"op":"call","method":"ping","id":7}"#).unwrap();
+        assert_eq!(
+            call,
+            ClientOp::Call {
+                method: "ping".into(),
+                data: Value::Null,
+                id: 7
+            }
+        );
+        assert_eq!(call.room(), None);
+        assert_eq!(call.name(), "call");
     }
 
     #[test]
     fn unknown_fields_are_ignored() {
         let op = parse_client_op(r#"{"op":"leave","room":"r","id":3,"since":17}"#).unwrap();
         assert_eq!(op.id(), Some(3));
-        assert_eq!(op.room(), "r");
+        assert_eq!(op.room(), Some("r"));
         assert_eq!(op.name(), "leave");
     }
 
@@ -232,6 +268,11 @@ mod tests {
             ClientOp::Presence {
                 room: "a".into(),
                 id: 2,
+            },
+            ClientOp::Call {
+                method: "rooms.list".into(),
+                data: json!([1]),
+                id: 3,
             },
         ];
         for op in ops {

@@ -21,11 +21,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use client::{ClientOp, parse_client_op};
-pub(crate) use server::encoded_len;
 pub use server::{
     ServerMsg, encode_error, encode_message, encode_presence_diff, encode_reply_err,
     encode_reply_ok, encode_welcome, try_encode_message, try_encode_reply_ok,
 };
+pub(crate) use server::{encode_reply_raw, encoded_len};
 pub use violation::{ProtocolViolation, ViolationKind};
 
 /// The WebSocket subprotocol (`Sec-WebSocket-Protocol`) naming this version of the
@@ -59,6 +59,12 @@ pub enum ErrorCode {
     TooManyRooms,
     /// A `join` to a room that already has as many connections as it accepts.
     RoomFull,
+    /// A `call` whose method did not answer within the hub's RPC timeout
+    /// ([`HubConfig::rpc_timeout`](crate::HubConfig::rpc_timeout)).
+    Timeout,
+    /// The server failed while handling the request (a method that panicked, a
+    /// response that could not be encoded); not the client's fault.
+    Internal,
 }
 
 impl ErrorCode {
@@ -74,6 +80,8 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::RoomFull => "room_full",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Internal => "internal",
         }
     }
 }
@@ -165,6 +173,8 @@ mod tests {
             ErrorCode::TooLarge,
             ErrorCode::TooManyRooms,
             ErrorCode::RoomFull,
+            ErrorCode::Timeout,
+            ErrorCode::Internal,
         ];
         for code in all {
             let json = serde_json::to_string(&code).unwrap();

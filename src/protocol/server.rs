@@ -124,6 +124,12 @@ pub fn try_encode_reply_ok<T: Serialize + ?Sized>(id: u64, data: &T) -> serde_js
     })
 }
 
+/// Encodes a successful `reply` whose `data` is `json`, JSON text encoded already (an
+/// RPC response, encoded once to check its size and then sent as is).
+pub(crate) fn encode_reply_raw(id: u64, json: &str) -> String {
+    format!(r#"{{"op":"reply","id":{id},"ok":true,"data":{json}}}"#)
+}
+
 #[derive(Serialize)]
 struct ErrorRef<'a> {
     code: ErrorCode,

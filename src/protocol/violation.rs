@@ -75,6 +75,7 @@ enum Field {
     OptBool,
     OptObject,
     Any,
+    OptAny,
 }
 
 impl Field {
@@ -89,7 +90,7 @@ impl Field {
             Field::OptU64 => v.is_u64() || v.is_null(),
             Field::OptBool => v.is_boolean(),
             Field::OptObject => v.is_object() || v.is_null(),
-            Field::Any => true,
+            Field::Any | Field::OptAny => true,
         }
     }
 
@@ -99,7 +100,7 @@ impl Field {
             Field::U64 | Field::OptU64 => "a non-negative integer",
             Field::OptBool => "a boolean",
             Field::OptObject => "an object",
-            Field::Any => "present",
+            Field::Any | Field::OptAny => "present",
         }
     }
 }
@@ -137,6 +138,11 @@ pub(super) fn diagnose(text: &str, err: &serde_json::Error) -> ProtocolViolation
             ("data", Field::Any),
             ("id", Field::OptU64),
             ("ephemeral", Field::OptBool),
+        ],
+        "call" => &[
+            ("method", Field::Str),
+            ("data", Field::OptAny),
+            ("id", Field::U64),
         ],
         other => {
             return ProtocolViolation::new(

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tokio::sync::broadcast;
 
 pub(crate) use namespace::ErasedNamespace;
-pub use namespace::{Namespace, NamespaceOptions, PublishContext, Refusal, RoomMessage};
+pub use namespace::{
+    AsyncPublishContext, Namespace, NamespaceOptions, PublishContext, Refusal, RoomMessage,
+};
 
 use crate::hub::{ConnectionInfo, Hub, RoomInfo};
 use crate::presence::{Presence, PresenceDiff, RoomPresence};

@@ -3,6 +3,7 @@
 
 use std::any::TypeId;
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use super::{RoomState, publish_typed};
 use crate::auth::Identity;
 use crate::hub::Hub;
 use crate::protocol::ErrorCode;
+use crate::rpc::BoxFuture;
 
 /// What a room's message type must be: a serde type that can cross threads.
 ///
@@ -90,7 +92,40 @@ pub struct PublishContext<'a> {
     pub ephemeral: bool,
 }
 
-type Hook<M> = Arc<dyn Fn(&PublishContext<'_>, M) -> Result<M, Refusal> + Send + Sync>;
+/// What an async publish hook ([`Namespace::on_publish_async`]) sees about a client
+/// publish. Owned rather than borrowed, unlike [`PublishContext`], so the hook's future
+/// can keep it across `.await`s.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AsyncPublishContext {
+    /// The room published to.
+    pub room: Arc<str>,
+    /// The publisher.
+    pub identity: Arc<Identity>,
+    /// The publishing connection's id (the `conn_id` of its `welcome`).
+    pub conn_id: u64,
+    /// Whether the client marked the publish ephemeral.
+    pub ephemeral: bool,
+}
+
+type SyncHook<M> = Arc<dyn Fn(&PublishContext<'_>, M) -> Result<M, Refusal> + Send + Sync>;
+type AsyncHook<M> =
+    Arc<dyn Fn(AsyncPublishContext, M) -> BoxFuture<Result<M, Refusal>> + Send + Sync>;
+
+/// A namespace's publish hook: at most one, plain or async.
+enum Hook<M> {
+    Sync(SyncHook<M>),
+    Async(AsyncHook<M>),
+}
+
+impl<M> Clone for Hook<M> {
+    fn clone(&self) -> Self {
+        match self {
+            Hook::Sync(h) => Hook::Sync(h.clone()),
+            Hook::Async(h) => Hook::Async(h.clone()),
+        }
+    }
+}
 
 /// A namespace: the rooms `NAME:*`, all carrying messages of type `M`.
 ///
@@ -121,7 +156,14 @@ impl<M> fmt::Debug for Namespace<M> {
             .field("name", &self.name)
             .field("type", &std::any::type_name::<M>())
             .field("options", &self.options)
-            .field("hook", &self.hook.is_some())
+            .field(
+                "hook",
+                &match self.hook {
+                    None => "none",
+                    Some(Hook::Sync(_)) => "sync",
+                    Some(Hook::Async(_)) => "async",
+                },
+            )
             .finish()
     }
 }
@@ -163,11 +205,54 @@ impl<M: RoomMessage> Namespace<M> {
     }
     /// A hook run on every client publish after it decoded into `M`: return the message
     /// to broadcast (possibly changed) or a [`Refusal`]. Server publishes skip it.
+    /// Replaces an [`on_publish_async`](Self::on_publish_async) hook.
     pub fn on_publish(
         mut self,
         hook: impl Fn(&PublishContext<'_>, M) -> Result<M, Refusal> + Send + Sync + 'static,
     ) -> Self {
-        self.hook = Some(Arc::new(hook));
+        self.hook = Some(Hook::Sync(Arc::new(hook)));
+        self
+    }
+
+    /// An async hook run on every client publish after it decoded into `M`, for checks
+    /// that wait (a database, a moderation service): resolve to the message to
+    /// broadcast (possibly changed) or a [`Refusal`]. Server publishes skip it.
+    /// Replaces an [`on_publish`](Self::on_publish) hook.
+    ///
+    /// The publishes of one connection go through the hook one at a time, in the
+    /// order they arrived, so they are broadcast in that order however long each check
+    /// takes; other connections' publishes do not wait for them, and the connection
+    /// keeps reading and answering its other ops meanwhile (so their replies may
+    /// overtake a publish's). At most
+    /// [`HubConfig::max_pending_publishes`](crate::HubConfig::max_pending_publishes)
+    /// of a connection's publishes wait (over it: `rate_limited`); those still waiting
+    /// when the connection closes are dropped. The result is checked against
+    /// [`max_payload`](NamespaceOptions::max_payload) again, as for `on_publish`.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// use wshub::{AsyncPublishContext, Namespace, Refusal};
+    /// #[derive(Clone, Serialize, Deserialize)]
+    /// struct ChatMessage { text: String }
+    ///
+    /// # async fn looks_like_spam(_: &str) -> bool { false }
+    /// let chat = Namespace::<ChatMessage>::new("chat").on_publish_async(
+    ///     |_ctx: AsyncPublishContext, msg: ChatMessage| async move {
+    ///         if looks_like_spam(&msg.text).await {
+    ///             return Err(Refusal::forbidden("looks like spam"));
+    ///         }
+    ///         Ok(msg)
+    ///     },
+    /// );
+    /// ```
+    pub fn on_publish_async<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(AsyncPublishContext, M) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<M, Refusal>> + Send + 'static,
+    {
+        self.hook = Some(Hook::Async(Arc::new(move |ctx, msg| {
+            Box::pin(hook(ctx, msg))
+        })));
         self
     }
 
@@ -199,6 +284,20 @@ pub(crate) trait ErasedNamespace: Send + Sync {
         ctx: &PublishContext<'_>,
         data: serde_json::Value,
     ) -> Result<usize, Refusal>;
+    /// Whether client publishes go through an async hook, so must be queued
+    /// ([`client_publish_async`](Self::client_publish_async)) rather than published at
+    /// once ([`client_publish`](Self::client_publish)).
+    fn has_async_hook(&self) -> bool;
+    /// [`client_publish`](Self::client_publish) with the async hook: a future that
+    /// decodes, awaits the hook, checks the size and publishes. Nothing happens until
+    /// it is polled, so a queue of them runs in order.
+    fn client_publish_async(
+        &self,
+        hub: Hub,
+        room: Arc<RoomState>,
+        ctx: AsyncPublishContext,
+        data: serde_json::Value,
+    ) -> BoxFuture<Result<usize, Refusal>>;
 }
 
 struct TypedNamespace<M> {
@@ -224,36 +323,98 @@ impl<M: RoomMessage> ErasedNamespace for TypedNamespace<M> {
         ctx: &PublishContext<'_>,
         data: serde_json::Value,
     ) -> Result<usize, Refusal> {
-        let msg: M = serde_json::from_value(data).map_err(|e| {
-            Refusal::invalid(format!(
-                "data does not fit {}: {}",
-                short_type_name::<M>(),
-                crate::protocol::clip(&e.to_string(), crate::protocol::QUOTE_CHARS * 3)
-            ))
-        })?;
+        let msg = decode::<M>(data)?;
         let msg = match &self.hook {
-            Some(hook) => {
+            Some(Hook::Sync(hook)) => {
                 let msg = hook(ctx, msg)?;
-                // The hook may have grown the message (a display name stamped in, a
-                // rewrite): the limit holds for what is broadcast, not what came in.
-                let size = crate::protocol::encoded_len(&msg);
-                if size > self.options.max_payload {
-                    return Err(Refusal {
-                        code: ErrorCode::TooLarge,
-                        message: format!(
-                            "the message as published is {size} bytes, the limit for {} is {}",
-                            crate::protocol::quote(ctx.room),
-                            self.options.max_payload
-                        ),
-                    });
-                }
+                check_hook_output(&msg, ctx.room, self.options.max_payload)?;
                 msg
+            }
+            // Not reached: the session queues publishes to namespaces with an async
+            // hook (`has_async_hook`). Refused rather than published unchecked.
+            Some(Hook::Async(_)) => {
+                return Err(Refusal {
+                    code: ErrorCode::Internal,
+                    message: "this room's publishes are checked asynchronously".into(),
+                });
             }
             None => msg,
         };
         publish_typed(hub, room, Some(&ctx.identity.user_id), msg)
             .map_err(|e| Refusal::invalid(format!("cannot encode message: {e}")))
     }
+
+    fn has_async_hook(&self) -> bool {
+        matches!(self.hook, Some(Hook::Async(_)))
+    }
+
+    fn client_publish_async(
+        &self,
+        hub: Hub,
+        room: Arc<RoomState>,
+        ctx: AsyncPublishContext,
+        data: serde_json::Value,
+    ) -> BoxFuture<Result<usize, Refusal>> {
+        let hook = self.hook.clone();
+        let max_payload = self.options.max_payload;
+        Box::pin(async move {
+            let msg = decode::<M>(data)?;
+            let user = ctx.identity.clone();
+            let room_name = ctx.room.clone();
+            let msg = match hook {
+                Some(Hook::Async(hook)) => {
+                    let msg = hook(ctx, msg).await?;
+                    check_hook_output(&msg, &room_name, max_payload)?;
+                    msg
+                }
+                Some(Hook::Sync(hook)) => {
+                    let sync_ctx = PublishContext {
+                        room: &room_name,
+                        identity: &user,
+                        ephemeral: ctx.ephemeral,
+                    };
+                    let msg = hook(&sync_ctx, msg)?;
+                    check_hook_output(&msg, &room_name, max_payload)?;
+                    msg
+                }
+                None => msg,
+            };
+            publish_typed(&hub, &room, Some(&user.user_id), msg)
+                .map_err(|e| Refusal::invalid(format!("cannot encode message: {e}")))
+        })
+    }
+}
+
+/// Decodes a client publish's `data` into the namespace's type (`invalid_data`).
+fn decode<M: RoomMessage>(data: serde_json::Value) -> Result<M, Refusal> {
+    serde_json::from_value(data).map_err(|e| {
+        Refusal::invalid(format!(
+            "data does not fit {}: {}",
+            short_type_name::<M>(),
+            crate::protocol::clip(&e.to_string(), crate::protocol::QUOTE_CHARS * 3)
+        ))
+    })
+}
+
+/// Checks what a publish hook returned against the namespace's `max_payload`: the
+/// hook may have grown the message (a display name stamped in, a rewrite), and the
+/// limit holds for what is broadcast, not what came in.
+fn check_hook_output<M: RoomMessage>(
+    msg: &M,
+    room: &str,
+    max_payload: usize,
+) -> Result<(), Refusal> {
+    let size = crate::protocol::encoded_len(msg);
+    if size > max_payload {
+        return Err(Refusal {
+            code: ErrorCode::TooLarge,
+            message: format!(
+                "the message as published is {size} bytes, the limit for {} is {max_payload}",
+                crate::protocol::quote(room),
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The last path segment of a type name, for error messages.
