@@ -13,6 +13,7 @@
  *   await hub.join("chat:lobby", { name: "alice" });
  *   await hub.publish("chat:lobby", { kind: "text", text: "hi" });
  *   hub.publish("chat:lobby", { kind: "typing" }, { ephemeral: true, ack: false });
+ *   const rooms = await hub.call("rooms.list");       // a method the server registered
  *
  * What it does for you:
  * - reconnects after every close but a normal one (1000) from the server, waiting a
@@ -199,6 +200,20 @@
       if (!this._isOpen()) return Promise.reject(new WshubError("disconnected", "not connected"));
       this._send(msg);
       return Promise.resolve(undefined);
+    }
+
+    /**
+     * Calls the server method `method` (registered with `HubBuilder::rpc`) with `data`
+     * (any JSON value; omitted when undefined) and resolves with its response, or
+     * rejects with a WshubError: the method's own error code, or "not_found" (no such
+     * method), "invalid_data" (data of the wrong shape), "timeout" (the server cut
+     * the method, or no reply within requestTimeoutMs), "too_large", "rate_limited",
+     * "disconnected". Not retried: a call lost with the connection rejects.
+     */
+    call(method, data) {
+      const msg = { op: "call", method };
+      if (data !== undefined) msg.data = data;
+      return this.request(msg);
     }
 
     /**

@@ -48,6 +48,11 @@
 //! (1 to 2,000 characters; the server stamps the sender's name and the time) and
 //! `{"kind": "typing"}`, sent with `ephemeral: true`, which the page shows for 3
 //! seconds.
+//!
+//! One RPC, `rooms.list` (`{"op": "call", "method": "rooms.list", "id": N}`), answers
+//! the rooms that have people in them, `[{"room": "chat:lobby", "users": 3}, ..]`; the
+//! page shows them in its "Rooms with people" panel, refreshed when it connects, every
+//! 5 seconds and when someone comes or goes in a joined room.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -70,7 +75,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use wshub::{Action, AuthRejection, AuthRequest, Authenticator, Hub, Identity, Namespace, Refusal};
+use wshub::{
+    Action, AuthRejection, AuthRequest, Authenticator, Hub, Identity, Namespace, Refusal,
+    RpcContext, RpcError,
+};
 
 use common::{ApiError, asset};
 pub use common::{TlsChoice, TlsInfo};
@@ -324,6 +332,37 @@ pub fn valid_room_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
+/// Most rooms `rooms.list` returns (the busiest): a bounded reply, well under the
+/// hub's `max_rpc_response`, and as many as a side panel can show.
+pub const MAX_LISTED_ROOMS: usize = 50;
+
+/// One entry of the `rooms.list` RPC's response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomWithPeople {
+    /// The room's full name, `chat:NAME`.
+    pub room: String,
+    /// How many users are in it (a user with two tabs counts once).
+    pub users: usize,
+}
+
+/// The `rooms.list` RPC: the chat rooms that have people in them, busiest first (then
+/// by name), at most [`MAX_LISTED_ROOMS`]. Takes no request (`data` absent or `null`).
+async fn rooms_list(ctx: RpcContext, _: ()) -> Result<Vec<RoomWithPeople>, RpcError> {
+    let mut rooms: Vec<RoomWithPeople> = ctx
+        .hub()
+        .rooms()
+        .into_iter()
+        .filter(|r| r.namespace == "chat" && r.connections > 0)
+        .map(|r| RoomWithPeople {
+            users: r.users.unwrap_or(r.connections),
+            room: r.name,
+        })
+        .collect();
+    rooms.sort_by(|a, b| b.users.cmp(&a.users).then_with(|| a.room.cmp(&b.room)));
+    rooms.truncate(MAX_LISTED_ROOMS);
+    Ok(rooms)
+}
+
 /// The chat namespace: messages are checked and stamped by the publish hook.
 fn chat_namespace() -> Namespace<ChatEvent> {
     Namespace::<ChatEvent>::new("chat")
@@ -537,6 +576,7 @@ pub async fn start(listener: TcpListener, options: ChatOptions) -> io::Result<Ch
     let auth = ChatAuth::with_max_names(&options.secret(), options.token_ttl, options.max_names);
     let mut builder = Hub::builder()
         .namespace(chat_namespace())
+        .rpc("rooms.list", rooms_list)
         .authenticator(auth.clone());
     if let Some(n) = options.max_connections_per_ip {
         builder = builder.configure(|c| {

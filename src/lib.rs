@@ -30,8 +30,10 @@
 //! ```
 //!
 //! Clients speak the JSON protocol `wshub.v1` (specified in [`PROTOCOL.md`] in the
-//! repository): `join`, `leave`, `publish` and `presence` ops, each answered by a
-//! `reply`; `message` and `presence_diff` pushed by the server. The [`protocol`] module
+//! repository): `join`, `leave`, `publish`, `presence` and `call` ops, each answered by
+//! a `reply`; `message` and `presence_diff` pushed by the server. `call` runs a method
+//! the application registered with [`HubBuilder::rpc`] (typed request and response,
+//! an [`RpcContext`] saying who calls, errors as [`RpcError`]). The [`protocol`] module
 //! is its Rust form.
 //!
 //! [`PROTOCOL.md`]: https://github.com/wshub/wshub/blob/HEAD/PROTOCOL.md

@@ -112,6 +112,19 @@ async fn two_users_chat_in_the_browser() {
         "the page shows why the server refused a name\n{}",
         fail()
     );
+    // The "Rooms with people" panel, served by the `rooms.list` RPC: the new room with
+    // alice and bob, and the lobby (where both still are).
+    let busy = report["busy_rooms"].as_array().cloned().unwrap_or_default();
+    assert!(
+        busy.contains(&json!([report["new_room"], 2])),
+        "the new room is listed with its 2 users: {busy:?}\n{}",
+        fail()
+    );
+    assert!(
+        busy.iter().any(|r| r[0] == chat::DEFAULT_ROOM),
+        "the lobby is listed: {busy:?}\n{}",
+        fail()
+    );
     assert_eq!(report["dialogs"], json!([]), "{}", fail());
     assert_eq!(report["page_errors"], json!([]), "{}", fail());
 

@@ -16,6 +16,10 @@
   const TYPING_SHOW_MS = 3000;
   /** Messages kept per room (the oldest go first). */
   const MAX_ITEMS = 500;
+  /** The "Rooms with people" panel asks the server (`rooms.list`) this often... */
+  const BUSY_ROOMS_EVERY_MS = 5000;
+  /** ...and this long after a presence change, so a burst of joins costs one call. */
+  const BUSY_ROOMS_DEBOUNCE_MS = 300;
 
   const $ = (selector) => document.querySelector(selector);
   const ui = {
@@ -36,12 +40,16 @@
     composer: $("#composer"),
     messageInput: $("#message-input"),
     online: $("#online"),
+    busyRooms: $("#busy-rooms"),
   };
 
   /** {name, user, token, accepted, rooms, active}; `accepted` once the hub took the token. */
   let session = loadSession();
   /** @type {WshubClient | null} */
   let hub = null;
+  /** The "Rooms with people" panel's refresh interval and pending debounced refresh. */
+  let busyRoomsTimer = null;
+  let busyRoomsSoon = null;
   /** room -> {items: [{kind: "message"|"notice", ...}], unread, online: Map|null, typing: Map} */
   const rooms = new Map();
   let active = DEFAULT_ROOM;
@@ -241,6 +249,7 @@
       session.accepted = true;
       saveSession();
       clearError();
+      refreshBusyRooms();
     });
     hub.on("message", onMessage);
     hub.on("presence", onPresence);
@@ -256,14 +265,68 @@
       }
     });
     for (const room of rooms.keys()) joinRoom(room);
+    busyRoomsTimer = setInterval(refreshBusyRooms, BUSY_ROOMS_EVERY_MS);
     renderRooms();
     renderActive();
     ui.messageInput.focus();
   }
 
+  // ---- rooms with people (the `rooms.list` RPC) -------------------------------------
+
+  /** Asks the server which rooms have people in them and shows them. */
+  function refreshBusyRooms() {
+    if (!hub || hub.status !== "online") return;
+    hub.call("rooms.list").then(renderBusyRooms, (e) => {
+      if (e.code !== "disconnected" && e.code !== "closed") console.warn("rooms.list:", e.code, e.message);
+    });
+  }
+
+  /** A refresh shortly, coalescing the presence changes of a burst. */
+  function refreshBusyRoomsSoon() {
+    if (busyRoomsSoon !== null) return;
+    busyRoomsSoon = setTimeout(() => {
+      busyRoomsSoon = null;
+      refreshBusyRooms();
+    }, BUSY_ROOMS_DEBOUNCE_MS);
+  }
+
+  function renderBusyRooms(list) {
+    const items = [];
+    for (const entry of Array.isArray(list) ? list : []) {
+      const room = str(entry && entry.room);
+      if (!room.startsWith("chat:") || !ROOM_ID.test(room.slice(5))) continue;
+      const users = Number(entry.users) || 0;
+      const li = el("li", "room busy-room");
+      li.dataset.room = room;
+      li.dataset.users = String(users);
+      li.tabIndex = 0;
+      li.setAttribute("role", "button");
+      li.title = `Join ${roomLabel(room)}`;
+      li.append(el("span", "room-name", roomLabel(room)), el("span", "users", String(users)));
+      const open = () => {
+        if (!rooms.has(room)) joinRoom(room);
+        switchTo(room);
+      };
+      li.addEventListener("click", open);
+      li.addEventListener("keydown", (ev) => {
+        if (ev.key === "Enter" || ev.key === " ") {
+          ev.preventDefault();
+          open();
+        }
+      });
+      items.push(li);
+    }
+    ui.busyRooms.replaceChildren(...items);
+  }
+
   function stopChat() {
     if (hub) hub.close();
     hub = null;
+    clearInterval(busyRoomsTimer);
+    clearTimeout(busyRoomsSoon);
+    busyRoomsTimer = null;
+    busyRoomsSoon = null;
+    ui.busyRooms.replaceChildren();
     rooms.clear();
     clearTimeout(typingTimer);
     ui.roomList.replaceChildren();
@@ -382,6 +445,7 @@
     const r = rooms.get(room);
     if (!r) return;
     r.online = presence;
+    if (snapshot || joined.length || left.length) refreshBusyRoomsSoon();
     // A snapshot (a join, or a re-join after a reconnect) announces nobody; diffs
     // announce users (not tabs): a second tab or one of two closing says nothing.
     if (!snapshot) {

@@ -218,6 +218,16 @@ runScript("chat", async (run, { url }) => {
   await sendAndSee(alice, "in the new room", "alice", [alice, bob]);
   out.new_room = `chat:${roomName}`;
 
+  run.step("the rooms-with-people panel (the rooms.list RPC) shows the new room and its 2 users");
+  for (const p of [alice, bob]) {
+    await waitInPage(p, `#busy-rooms to list chat:${roomName} with 2 users`, (r) => document.querySelector(`#busy-rooms .busy-room[data-room="${r}"]`)?.dataset.users === "2", `chat:${roomName}`, {
+      describe: () => "#busy-rooms holds " + document.querySelector("#busy-rooms")?.innerHTML.slice(0, 600),
+    });
+  }
+  out.busy_rooms = await alice.evaluate(() =>
+    Array.from(document.querySelectorAll("#busy-rooms .busy-room")).map((li) => [li.dataset.room, Number(li.dataset.users)]),
+  );
+
   run.step("bob leaves: alice is told and the online list shrinks");
   const bobLeftBefore = (await notices(alice)).filter((n) => n.includes("bob left")).length;
   await ctxB.close();
