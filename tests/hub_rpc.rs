@@ -49,6 +49,12 @@ fn hub_with_methods(gate: watch::Receiver<bool>) -> HubBuilder {
             std::future::pending::<()>().await;
             Ok::<_, RpcError>(())
         })
+        .rpc("panics", |_ctx: RpcContext, _: ()| async move {
+            if true {
+                panic!("a bug in a handler");
+            }
+            Ok::<_, RpcError>(())
+        })
         .rpc("big", |_ctx: RpcContext, n: usize| async move {
             Ok::<_, RpcError>("x".repeat(n))
         })
@@ -122,6 +128,9 @@ async fn typed_call_returns_data_and_errors_are_exact() {
     assert_eq!(r["data"].as_str().map(str::len), Some(998), "{r}");
     let r = call(&mut c, "big", json!(999)).await;
     assert_error(&r, "too_large");
+    // A handler that panics still answers, once, and the hub carries on.
+    let r = call(&mut c, "panics", Value::Null).await;
+    assert_error(&r, "internal");
     // A call without an id is a protocol error: it could never be answered.
     c.send(json!({"op": "call", "method": "math.add", "data": {"a": 1, "b": 2}}))
         .await;

@@ -204,6 +204,15 @@ mod tests {
     }
 
     #[test]
+    fn a_raw_reply_is_the_same_bytes_as_an_encoded_one() {
+        let data = serde_json::json!({"rooms": [{"room": "chat:a", "users": 2}]});
+        assert_eq!(
+            encode_reply_raw(7, &data.to_string()),
+            encode_reply_ok(7, &data)
+        );
+    }
+
+    #[test]
     fn subprotocol_name() {
         assert_eq!(SUBPROTOCOL, "wshub.v1");
     }
