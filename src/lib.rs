@@ -184,6 +184,7 @@ pub use auth::{
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub use auth::{JwtAuth, JwtKeyError};
 pub use error::{Error, Result};
+pub use hub::{CloseInfo, CloseInitiator, Connection, MembershipError};
 pub use hub::{ConnectionInfo, RoomInfo};
 pub use hub::{Hub, HubBuilder, HubConfig, HubStats, RoomError, default_room_name_char};
 pub use net::{AddrGrouping, TrustedProxies};
