@@ -340,8 +340,10 @@ async fn a_kicked_user_loses_every_tab_and_leaves_presence() {
     let room = hub.find_room::<ChatMessage>(ROOM).unwrap().unwrap();
     assert_eq!(room.users(), ["bob", "watcher"]);
 
-    for tab in &mut tabs {
+    let ids: BTreeSet<u64> = tabs.iter().map(id_of).collect();
+    for mut tab in tabs {
         assert_eq!(tab.expect_close().await, 4003);
+        finish(tab).await;
     }
     let diff = watcher.recv_diff_about("ann").await;
     assert_eq!(metas(&diff["leaves"]).len(), 1, "{diff}");
@@ -360,7 +362,7 @@ async fn a_kicked_user_loses_every_tab_and_leaves_presence() {
             kicked.insert(id);
         }
     }
-    assert_eq!(kicked, tabs.iter().map(id_of).collect());
+    assert_eq!(kicked, ids);
 }
 
 #[derive(Serialize)]

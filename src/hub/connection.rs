@@ -66,6 +66,9 @@ impl HubBuilder {
     /// Runs `hook` once for every connection that got a `welcome` (and so ran the
     /// connect hook), once it has ended: it has left every room (presence leaves are
     /// on their way), its socket is closed, and [`Hub::connection`] no longer finds it.
+    /// For a connection the server closed, that is when the client has answered the
+    /// close frame, or `close_timeout` (5 s by default) after the close if it does not.
+    /// (The rooms are left at once in either case.)
     /// The [`Connection`] still gives its identity, address and data; joins and sends
     /// on it fail. [`CloseInfo`] says how it closed.
     ///
