@@ -1,6 +1,7 @@
 //! The server in control, over real sockets: the connect and disconnect hooks fire once
 //! per connection with the close code as it happened (client close 1000, a server kick
-//! with the application's code, a slow consumer 1013) and see the connection's data;
+//! with the application's code, a slow consumer 1013, a dropped connection 1006) and
+//! see the connection's data;
 //! a server-side join produces the diffs of a client join and a `joined` message; a
 //! kicked user's tabs all close with the chosen code and their presence leaves; a
 //! direct send reaches every tab of one user and nobody else; a ban removes a user from
@@ -203,6 +204,14 @@ async fn hooks_fire_once_with_the_close_code_and_see_the_connection_data() {
         CloseInfo::new(1013, "slow consumer", CloseInitiator::Server)
     );
     assert_eq!(hub.stats().slow_consumers, 1);
+
+    // A client that vanishes without a close frame: 1006, nobody closed.
+    let lost = connect(&url, "bob").await;
+    let lost_id = id_of(&lost);
+    assert!(matches!(next_event(&mut rx).await, Event::Connected(id) if id == lost_id));
+    drop(lost);
+    let close = expect_disconnect(&mut rx, lost_id).await;
+    assert_eq!(close, CloseInfo::new(1006, "", CloseInitiator::Lost));
 
     // Shutdown waits for connection tasks and hooks: nothing more was reported, so
     // each hook fired exactly once per connection.
