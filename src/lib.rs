@@ -74,6 +74,53 @@
 //! `X-Forwarded-For` or (with [`HubConfig::proxy_protocol`]) a PROXY protocol header,
 //! and only from those peers ([`net`]).
 //!
+//! ## The server in control
+//!
+//! [`HubBuilder::on_connect`] and [`HubBuilder::on_disconnect`] run once per
+//! connection, with a [`Connection`] handle: its [`Identity`], address, rooms, typed
+//! data of the application's ([`Connection::set_data`]), and what the server can do to
+//! it. [`Hub::connection`] finds one by id; [`Hub::user_connections`] lists a user's.
+//! From Rust the server can join a connection to a room, or all of a user's
+//! ([`Connection::join`], [`Hub::join_user`]), with the presence and diffs of a
+//! client's own join (the client gets a `joined` message); take it out again
+//! ([`Connection::leave`], [`Hub::remove_user_from_rooms`] for a ban that must take
+//! effect now); close it or all of a user's tabs with a code of its choosing
+//! ([`Connection::close`], [`Hub::disconnect_user`]); and send it a typed message
+//! outside any room ([`Connection::send`], [`Hub::send_to_user`]), through the same
+//! bounded queue as everything else.
+//!
+//! ```no_run
+//! use serde::{Deserialize, Serialize};
+//! use wshub::{CloseInfo, Connection, Hub, Namespace};
+//!
+//! #[derive(Clone, Serialize, Deserialize)]
+//! struct Chat { text: String }
+//!
+//! struct Plan(&'static str);
+//!
+//! #[derive(Serialize)]
+//! #[serde(tag = "type")]
+//! enum Notice { Welcome { plan: &'static str } }
+//!
+//! # #[tokio::main] async fn main() {
+//! let hub = Hub::builder()
+//!     .namespace(Namespace::<Chat>::new("chat"))
+//!     .on_connect(|conn: Connection| async move {
+//!         conn.set_data(Plan("free"));
+//!         let _ = conn.join(&format!("chat:user-{}", conn.identity().user_id));
+//!         let _ = conn.send(&Notice::Welcome { plan: "free" });
+//!     })
+//!     .on_disconnect(|conn: Connection, close: CloseInfo| async move {
+//!         tracing::info!(conn_id = conn.id(), code = close.code, "gone");
+//!     })
+//!     .build();
+//! // A ban: the authenticator now refuses "mallory"'s joins; this removes her from the
+//! // rooms she is in, and then closes every tab she has open.
+//! hub.remove_user_from_rooms("mallory", |_room| true, "banned");
+//! hub.disconnect_user("mallory", 4003, "banned");
+//! # }
+//! ```
+//!
 //! ## Safe by default
 //!
 //! Every limit has a default ([`HubConfig`], [`NamespaceOptions`], and the engine's
@@ -187,6 +234,7 @@ pub use auth::{
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub use auth::{JwtAuth, JwtKeyError};
 pub use error::{Error, Result};
+pub use hub::{CloseInfo, CloseInitiator, Connection, MembershipError};
 pub use hub::{ConnectionInfo, RoomInfo};
 pub use hub::{Hub, HubBuilder, HubConfig, HubStats, RoomError, default_room_name_char};
 pub use net::{AddrGrouping, TrustedProxies};

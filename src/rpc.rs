@@ -58,6 +58,14 @@ impl RpcContext {
         &self.hub
     }
 
+    /// The calling connection, with its typed per-connection data (set, for instance,
+    /// by [`HubBuilder::on_connect`](crate::HubBuilder::on_connect)), its rooms and its
+    /// server-side controls. `None` once the connection has closed (a call may
+    /// outlive its connection by a moment).
+    pub fn connection(&self) -> Option<crate::Connection> {
+        self.hub.connection(self.conn_id)
+    }
+
     /// Who is calling, as the authenticator said.
     pub fn identity(&self) -> &Identity {
         &self.identity

@@ -12,7 +12,8 @@ use tracing::Instrument;
 
 use crate::auth::{Action, Identity};
 use crate::error::Error;
-use crate::hub::{ConnEntry, Hub};
+use crate::hub::membership::{JoinAck, MembershipError};
+use crate::hub::{CloseInfo, ConnEntry, Connection, Hub};
 use crate::protocol::{self, ClientOp, ErrorCode, quote};
 use crate::rate::{SharedBucket, TokenBucket};
 use crate::room::{AsyncPublishContext, PublishContext, Refusal};
@@ -77,6 +78,7 @@ async fn serve<S>(
             .outbound
             .close(CloseCode::Away, "server shutting down");
     }
+    run_connect_hook(&hub, &mut ws, &entry).await;
     let result = loop {
         match ws.recv().await {
             Ok(Some(msg)) => session.handle(msg),
@@ -90,11 +92,47 @@ async fn serve<S>(
     hub.leave_all(&entry);
     drop(session);
     hub.release_rate_limits(&entry.identity.user_id, peer.map(|p| p.ip()));
+    let close = CloseInfo::from_record(entry.outbound.close_record());
+    // The socket goes now, not after the disconnect hook.
+    drop(ws);
     match result {
-        Ok(()) => tracing::debug!("closed"),
+        Ok(()) => tracing::debug!(code = close.code, "closed"),
         Err(Error::Protocol(e)) => tracing::debug!(error = %e, "closed: protocol error"),
         Err(e) => tracing::debug!(error = %e, "closed with error"),
     }
+    spawn_disconnect_hook(&hub, entry, close);
+}
+
+/// Runs the application's connect hook, if any, after the welcome is written and before
+/// the first message is read, so what it sets up is in place for the client's first op.
+///
+/// In a task of its own, awaited here: a hook that panics ends that task, not this
+/// connection's (whose room and hub bookkeeping must still be undone when it ends).
+async fn run_connect_hook<S>(hub: &Hub, ws: &mut WebSocket<S>, entry: &Arc<ConnEntry>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(hook) = hub.0.on_connect.clone() else {
+        return;
+    };
+    // Write the welcome first, so a client hears it before a slow hook returns. A tiny
+    // write on a fresh connection; bounded all the same, by the handshake's deadline.
+    let _ = tokio::time::timeout(hub.config().handshake_timeout, ws.flush()).await;
+    let conn = Connection::new(hub.clone(), entry.clone());
+    if let Err(e) = tokio::spawn(hook(conn)).await {
+        tracing::warn!(conn_id = entry.id, error = %e, "connect hook failed");
+    }
+}
+
+/// Spawns the application's disconnect hook, if any, for a connection that has ended
+/// and left its rooms. Tracked, so `Hub::shutdown` waits for it; spawned rather than
+/// awaited, so the connection's slot is given back without waiting for it.
+fn spawn_disconnect_hook(hub: &Hub, entry: Arc<ConnEntry>, close: CloseInfo) {
+    let Some(hook) = hub.0.on_disconnect.clone() else {
+        return;
+    };
+    let conn = Connection::new(hub.clone(), entry);
+    hub.spawn_tracked(hook(conn, close));
 }
 
 struct Session {
@@ -382,83 +420,29 @@ impl Session {
 
     /// Joins `room` and queues the reply (with the presence snapshot) itself, under
     /// the room's presence lock, so no presence diff taken after the snapshot can
-    /// reach this connection before it.
+    /// reach this connection before it. The membership itself is the hub's
+    /// (`hub/membership.rs`), shared with joins from the server.
     fn join(&mut self, room: &str, meta: Option<Value>, id: u64) -> Result<(), OpError> {
         let hub = &self.hub;
-        let ns = hub.namespace_of(room).ok_or_else(|| {
-            err(
-                ErrorCode::NotFound,
-                format!("no such room: {}", quote(room)),
-            )
-        })?;
-        let identity = &self.entry.identity;
-        if !hub.authorize(identity, room, Action::Join) {
+        if hub.namespace_of(room).is_none() {
+            return Err(membership_error(MembershipError::NotFound(room.to_owned())));
+        }
+        if !hub.authorize(&self.entry.identity, room, Action::Join) {
             return Err(err(
                 ErrorCode::Forbidden,
                 format!("not allowed to join {}", quote(room)),
             ));
         }
         let meta = meta.unwrap_or_else(|| json!({}));
-        check_meta(&meta, hub.config().max_presence_meta)?;
-        let existing = {
-            let rooms = self.entry.rooms();
-            if rooms.len() >= hub.config().max_rooms_per_connection && !rooms.contains_key(room) {
-                return Err(err(
-                    ErrorCode::TooManyRooms,
-                    format!(
-                        "a connection may join at most {} rooms",
-                        hub.config().max_rooms_per_connection
-                    ),
-                ));
-            }
-            rooms.get(room).cloned()
-        };
-        if let Some(state) = existing {
-            // Joining twice is harmless: answer with the current presence.
-            let mut presence = state.presence_lock();
-            let snapshot = presence.snapshot_for_member(&self.entry.identity.user_id);
-            self.reply(Some(id), Ok(json!({ "presence": snapshot })));
-            return Ok(());
-        }
-        let state = hub.room_state(room, ns.clone());
-        let options = ns.options();
-        let announced = {
-            let mut presence = state.presence_lock();
-            {
-                let mut members = state.members_mut();
-                if members.conns.len() >= options.max_subscribers {
-                    return Err(err(ErrorCode::RoomFull, format!("{} is full", quote(room))));
-                }
-                members
-                    .conns
-                    .insert(self.entry.id, self.entry.outbound.clone());
-            }
-            if options.presence {
-                let announced = presence.join(&identity.user_id, self.entry.id, meta);
-                let snapshot = presence.snapshot_for_member(&identity.user_id);
-                self.reply(Some(id), Ok(json!({ "presence": snapshot })));
-                announced
-            } else {
-                self.reply(Some(id), Ok(json!({})));
-                false
-            }
-        };
-        self.entry.rooms().insert(state.name.clone(), state.clone());
-        if announced {
-            hub.presence_changed(&state);
-        }
-        Ok(())
+        hub.join_conn(&self.entry, room, meta, JoinAck::Reply(id))
+            .map(drop)
+            .map_err(membership_error)
     }
 
     fn leave(&mut self, room: &str) -> Result<Value, OpError> {
-        let state = self
-            .entry
-            .rooms()
-            .remove(room)
-            .ok_or_else(|| err(ErrorCode::NotJoined, format!("not in {}", quote(room))))?;
-        self.hub.leave_room(&self.entry, &state);
-        drop(state);
-        self.hub.prune_room(room);
+        self.hub
+            .leave_conn(&self.entry, room, None)
+            .map_err(membership_error)?;
         Ok(json!({}))
     }
 
@@ -632,51 +616,9 @@ impl Session {
     }
 }
 
-/// Checks a presence meta before it is stored and relayed to every member: its size
-/// as the hub encodes it (the bytes members receive), and no control or
-/// bidirectional-formatting characters in its keys and strings (they would reach every
-/// member's page verbatim).
-fn check_meta(meta: &Value, max: usize) -> Result<(), OpError> {
-    let len = protocol::encoded_len(meta);
-    if len > max {
-        return Err(err(
-            ErrorCode::TooLarge,
-            format!("presence meta is {len} bytes, the limit is {max}"),
-        ));
-    }
-    if let Some(c) = find_unsafe_char(meta) {
-        return Err(err(
-            ErrorCode::InvalidData,
-            format!(
-                "presence meta contains U+{:04X}: control and bidirectional-formatting characters are not allowed",
-                u32::from(c)
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// The first control or bidirectional-formatting character in `v`'s keys and strings.
-fn find_unsafe_char(v: &Value) -> Option<char> {
-    fn unsafe_char(s: &str) -> Option<char> {
-        s.chars().find(|&c| is_unsafe_char(c))
-    }
-    match v {
-        Value::String(s) => unsafe_char(s),
-        Value::Array(items) => items.iter().find_map(find_unsafe_char),
-        Value::Object(map) => map
-            .iter()
-            .find_map(|(k, v)| unsafe_char(k).or_else(|| find_unsafe_char(v))),
-        _ => None,
-    }
-}
-
-/// Controls (C0, DEL, C1) and the characters that change text direction or hide
-/// (RLO, LRI, marks, isolates).
-fn is_unsafe_char(c: char) -> bool {
-    c.is_control()
-        || matches!(c,
-            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+/// A membership failure as the client's reply: its code and message.
+fn membership_error(e: MembershipError) -> OpError {
+    (e.code(), e.to_string())
 }
 
 /// The `id` of a message we will not parse fully (rate-limited), so the refusal can
@@ -692,22 +634,6 @@ fn peek_id(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unsafe_meta_characters_are_found_anywhere() {
-        assert_eq!(find_unsafe_char(&json!({"name": "ann"})), None);
-        assert_eq!(find_unsafe_char(&json!({"name": "José 山田"})), None);
-        assert_eq!(
-            find_unsafe_char(&json!({"name": "evil\u{202e}gnp.exe"})),
-            Some('\u{202e}')
-        );
-        assert_eq!(
-            find_unsafe_char(&json!({"a": [1, {"b\u{0007}": 2}]})),
-            Some('\u{7}')
-        );
-        assert_eq!(find_unsafe_char(&json!(["\u{2067}"])), Some('\u{2067}'));
-        assert_eq!(find_unsafe_char(&json!({"x": "\u{9f}"})), Some('\u{9f}'));
-    }
 
     #[test]
     fn peek_id_reads_only_the_id() {

@@ -67,7 +67,7 @@ pub struct ConnectionInfo {
 }
 
 impl ConnectionInfo {
-    fn of(entry: &ConnEntry) -> Self {
+    pub(super) fn of(entry: &ConnEntry) -> Self {
         // The connection's room map is locked for the copy of a few names (at most
         // `max_rooms_per_connection`), never while a room lock is held: joins and
         // leaves take it and the room locks one after the other, not nested.

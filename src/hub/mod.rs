@@ -1,7 +1,10 @@
 //! The [`Hub`]: namespaces, rooms, connections, limits and shutdown.
 
 mod config;
+mod connection;
+mod control;
 mod introspect;
+pub(crate) mod membership;
 mod pending;
 mod presence_task;
 
@@ -9,7 +12,7 @@ use std::any::TypeId;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
@@ -17,7 +20,10 @@ use tokio::sync::{Notify, watch};
 use tokio_util::task::TaskTracker;
 
 pub use config::{HubConfig, default_room_name_char};
+pub use connection::{CloseInfo, CloseInitiator, Connection};
+pub(crate) use connection::{ConnectHook, DisconnectHook};
 pub use introspect::{ConnectionInfo, RoomInfo};
+pub use membership::MembershipError;
 pub(crate) use pending::{PendingGuard, PendingRefused};
 
 use crate::auth::{Action, AllowAnonymous, Authenticator, DynAuthenticator, Identity};
@@ -93,11 +99,24 @@ pub(crate) struct ConnEntry {
     /// The rooms this connection joined. Locked briefly by its own task (join, leave,
     /// publish checks) and by the hub when it disconnects the connection.
     pub(crate) rooms: Mutex<HashMap<Arc<str>, Arc<RoomState>>>,
+    /// Set (under the `rooms` lock) once the connection has left its rooms for good
+    /// (`leave_all`): a server-side join racing the disconnect sees it under the same
+    /// lock and undoes itself, so no room keeps a connection that has gone.
+    pub(crate) gone: AtomicBool,
+    /// The application's typed data ([`Connection::set_data`]). A small vector rather
+    /// than a map: an application keeps a type or two per connection, and an empty
+    /// vector costs an idle connection nothing on the heap.
+    pub(crate) data: Mutex<connection::DataMap>,
 }
 
 impl ConnEntry {
     pub(crate) fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<RoomState>>> {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the connection has left its rooms for good (it disconnected).
+    pub(crate) fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
     }
 }
 
@@ -146,6 +165,10 @@ pub(crate) struct HubInner {
     host_buckets: DashMap<IpAddr, Arc<SharedBucket>>,
     /// Connections not yet upgraded, counted in all, per host and per network.
     pending: pending::PendingCounts,
+    /// The application's connect hook ([`HubBuilder::on_connect`]).
+    pub(crate) on_connect: Option<ConnectHook>,
+    /// The application's disconnect hook ([`HubBuilder::on_disconnect`]).
+    pub(crate) on_disconnect: Option<DisconnectHook>,
 }
 
 impl Drop for HubInner {
@@ -192,6 +215,8 @@ pub struct HubBuilder {
     namespaces: HashMap<String, Arc<dyn ErasedNamespace>>,
     methods: HashMap<String, ErasedMethod>,
     auth: Arc<dyn DynAuthenticator>,
+    on_connect: Option<ConnectHook>,
+    on_disconnect: Option<DisconnectHook>,
 }
 
 impl fmt::Debug for HubBuilder {
@@ -200,6 +225,8 @@ impl fmt::Debug for HubBuilder {
             .field("config", &self.config)
             .field("namespaces", &self.namespaces.keys().collect::<Vec<_>>())
             .field("methods", &self.methods.keys().collect::<Vec<_>>())
+            .field("on_connect", &self.on_connect.is_some())
+            .field("on_disconnect", &self.on_disconnect.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -311,6 +338,8 @@ impl HubBuilder {
             user_buckets: DashMap::new(),
             host_buckets: DashMap::new(),
             pending: pending::PendingCounts::default(),
+            on_connect: self.on_connect,
+            on_disconnect: self.on_disconnect,
         }));
         crate::reaper::spawn(&hub);
         presence_task::spawn(&hub);
@@ -390,6 +419,8 @@ impl Hub {
             namespaces: HashMap::new(),
             methods: HashMap::new(),
             auth: Arc::new(AllowAnonymous::new()),
+            on_connect: None,
+            on_disconnect: None,
         }
     }
 
@@ -616,6 +647,8 @@ impl Hub {
             outbound,
             peer,
             rooms: Mutex::new(HashMap::new()),
+            gone: AtomicBool::new(false),
+            data: Mutex::new(connection::DataMap::default()),
         });
         self.0.conns.insert(id, entry.clone());
         self.0
@@ -650,28 +683,6 @@ impl Hub {
                 ids.is_empty()
             });
         self.leave_all(&entry);
-    }
-
-    /// Takes `entry` out of every room it is in.
-    pub(crate) fn leave_all(&self, entry: &ConnEntry) {
-        let rooms: Vec<_> = entry.rooms().drain().map(|(_, r)| r).collect();
-        for room in rooms {
-            self.leave_room(entry, &room);
-            let name = room.name.clone();
-            drop(room);
-            self.prune_room(&name);
-        }
-    }
-
-    /// Removes `entry` from `room`'s members and presence; a user's last connection
-    /// leaving is announced on the next presence tick.
-    pub(crate) fn leave_room(&self, entry: &ConnEntry, room: &Arc<RoomState>) {
-        let mut presence = room.presence_lock();
-        room.members_mut().conns.remove(&entry.id);
-        if room.ns.options().presence && presence.leave(&entry.identity.user_id, entry.id) {
-            drop(presence);
-            self.presence_changed(room);
-        }
     }
 
     /// Schedules `room`'s pending presence changes for the next tick.

@@ -22,8 +22,9 @@ use serde_json::{Map, Value};
 
 pub use client::{ClientOp, parse_client_op};
 pub use server::{
-    ServerMsg, encode_error, encode_message, encode_presence_diff, encode_reply_err,
-    encode_reply_ok, encode_welcome, try_encode_message, try_encode_reply_ok,
+    ServerMsg, encode_error, encode_joined, encode_left, encode_message, encode_presence_diff,
+    encode_reply_err, encode_reply_ok, encode_welcome, try_encode_direct, try_encode_message,
+    try_encode_reply_ok,
 };
 pub(crate) use server::{encode_reply_raw, encoded_len};
 pub use violation::{ProtocolViolation, ViolationKind};

@@ -58,6 +58,33 @@ pub enum ServerMsg {
         /// Users whose last connection left, with that connection's meta.
         leaves: Presence,
     },
+    /// The application joined this connection to a room from the server (not an
+    /// answer to a client `join`). From now on the room's messages and presence diffs
+    /// arrive as after a client join.
+    Joined {
+        /// The room.
+        room: String,
+        /// Who is in the room now, as in a join reply; absent when the room's namespace
+        /// keeps no presence.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        presence: Option<Presence>,
+    },
+    /// The application took this connection out of a room from the server (not an
+    /// answer to a client `leave`). Nothing more from the room follows.
+    Left {
+        /// The room.
+        room: String,
+        /// Why, as the application put it (`"server"` unless it gave a reason).
+        reason: String,
+    },
+    /// A message the application sent to this connection alone, or to every
+    /// connection of its user, outside any room.
+    Direct {
+        /// Who sent it: `None` (`null`) for the server, the only sender today.
+        from: Option<String>,
+        /// The payload, whatever the application sent.
+        data: Value,
+    },
     /// An error that answers no request (a frame without a usable `id`).
     Error {
         /// What went wrong.
@@ -186,6 +213,57 @@ pub fn encode_welcome(user: &str, conn_id: u64) -> String {
         user,
         conn_id,
     }))
+}
+
+/// Encodes the `joined` a connection gets when the application joins it to `room` from
+/// the server; `presence` is the room's presence as the join reply would carry it
+/// (`None`: the namespace keeps no presence, and the field is left out).
+pub fn encode_joined(room: &str, presence: Option<&Presence>) -> String {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        op: &'static str,
+        room: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        presence: Option<&'a Presence>,
+    }
+    infallible(serde_json::to_string(&Out {
+        op: "joined",
+        room,
+        presence,
+    }))
+}
+
+/// Encodes the `left` a connection gets when the application takes it out of `room`
+/// from the server.
+pub fn encode_left(room: &str, reason: &str) -> String {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        op: &'static str,
+        room: &'a str,
+        reason: &'a str,
+    }
+    infallible(serde_json::to_string(&Out {
+        op: "left",
+        room,
+        reason,
+    }))
+}
+
+/// Encodes a `direct` message from the server (`"from": null`) carrying `data`. The hub
+/// encodes it once for every connection it goes to. Fails only if `data`'s `Serialize`
+/// impl does.
+pub fn try_encode_direct<T: Serialize + ?Sized>(data: &T) -> serde_json::Result<String> {
+    #[derive(Serialize)]
+    struct Out<'a, T: ?Sized> {
+        op: &'static str,
+        from: Option<&'a str>,
+        data: &'a T,
+    }
+    serde_json::to_string(&Out {
+        op: "direct",
+        from: None,
+        data,
+    })
 }
 
 /// Encodes a `presence_diff` for `room`, once per change, shared by every subscriber.
@@ -344,6 +422,48 @@ mod tests {
         assert_eq!(
             reply,
             r#"{"op":"reply","id":1,"ok":true,"data":{"presence":{"ann":{"metas":[{"conn_id":"7","meta":{"status":"online"}}]}}}}"#
+        );
+    }
+
+    #[test]
+    fn server_side_membership_and_direct_shapes() {
+        let presence = Presence::new().with("ann", crate::PresenceMeta::new(7, json!({})));
+        let joined = encode_joined("chat:a", Some(&presence));
+        assert_eq!(
+            joined,
+            r#"{"op":"joined","room":"chat:a","presence":{"ann":{"metas":[{"conn_id":"7","meta":{}}]}}}"#
+        );
+        assert_eq!(
+            ServerMsg::parse(&joined).unwrap(),
+            ServerMsg::Joined {
+                room: "chat:a".into(),
+                presence: Some(presence)
+            }
+        );
+        assert_eq!(
+            encode_joined("quiet:a", None),
+            r#"{"op":"joined","room":"quiet:a"}"#
+        );
+        let left = encode_left("chat:a", "banned");
+        assert_eq!(left, r#"{"op":"left","room":"chat:a","reason":"banned"}"#);
+        assert_eq!(
+            ServerMsg::parse(&left).unwrap(),
+            ServerMsg::Left {
+                room: "chat:a".into(),
+                reason: "banned".into()
+            }
+        );
+        let direct = try_encode_direct(&json!({"kind": "ping"})).unwrap();
+        assert_eq!(
+            direct,
+            r#"{"op":"direct","from":null,"data":{"kind":"ping"}}"#
+        );
+        assert_eq!(
+            ServerMsg::parse(&direct).unwrap(),
+            ServerMsg::Direct {
+                from: None,
+                data: json!({"kind": "ping"})
+            }
         );
     }
 

@@ -21,6 +21,7 @@ mod tests;
 mod write;
 
 pub use message::{Message, Role};
+pub(crate) use outbound::{CloseRecord, clip_close_reason};
 pub use outbound::{Outbound, SendError};
 
 use std::collections::VecDeque;

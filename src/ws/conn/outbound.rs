@@ -76,6 +76,35 @@ pub(super) struct Queue {
     /// the close starts the close deadline, which must run even if the peer never
     /// reads again. Cleared when the task next takes from the queue.
     pub(super) writer_parked: bool,
+    /// The close that began the closing handshake, whichever side sent it first, for
+    /// the owner to report once the connection ends (the hub's disconnect hook). Set
+    /// together with `closing`, once; a boxed reason keeps an open connection's queue
+    /// at one pointer's worth of extra state.
+    pub(super) close_record: Option<CloseRecord>,
+}
+
+/// The close that began a connection's closing handshake (see
+/// [`Outbound::close_record`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CloseRecord {
+    /// The close code: ours as sent, or the peer's as received (1005 when its close
+    /// frame carried no code).
+    pub(crate) code: u16,
+    /// The reason text as sent (clipped to the 123 bytes a close frame holds) or as
+    /// received.
+    pub(crate) reason: Box<str>,
+    /// Whether the peer closed first.
+    pub(crate) by_peer: bool,
+}
+
+/// The longest close reason a close frame can carry (RFC 6455 §5.5: 125 bytes of
+/// payload, 2 of them the code), cut at a character boundary.
+pub(crate) fn clip_close_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
 }
 
 impl Shared {
@@ -188,8 +217,21 @@ impl Outbound {
             }
             q.close = Some(frame);
             q.closing = true;
+            q.close_record = Some(CloseRecord {
+                code: code.into(),
+                reason: clip_close_reason(reason).into(),
+                by_peer: false,
+            });
         }
         self.0.waker.wake();
+    }
+
+    /// The close that began the closing handshake, once one has: ours (from
+    /// [`close`](Self::close), [`close_now`](Self::close_now) or an error close) or the
+    /// peer's close frame, whichever came first. `None` while open, and for a
+    /// connection that ended without any close frame (the TCP connection dropped).
+    pub(crate) fn close_record(&self) -> Option<CloseRecord> {
+        self.0.lock().close_record.clone()
     }
 
     /// Queues a ping (at most one is pending at a time). Liveness sweeps call this and

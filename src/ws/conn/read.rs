@@ -189,6 +189,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     if !q.closing {
                         q.close = Some(reply);
                         q.closing = true;
+                        q.close_record = Some(super::outbound::CloseRecord {
+                            code: close.as_ref().map_or(1005, |c| c.code.into()),
+                            reason: close.as_ref().map_or("", |c| c.reason.as_str()).into(),
+                            by_peer: true,
+                        });
                     }
                 }
                 self.close_received = Some(close);

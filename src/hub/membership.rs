@@ -1,0 +1,348 @@
+//! One place for membership: joining a connection to a room and taking it out again,
+//! with the room's members, its presence and the connection's own room list kept in
+//! step. The session (a client's `join` and `leave`), the server-side API
+//! ([`Connection::join`](crate::Connection::join), [`Hub::join_user`],
+//! [`Hub::remove_user_from_rooms`]) and disconnects all go through here, so a join from
+//! Rust produces exactly the presence and diffs of a join from a client.
+//!
+//! Locks: a join takes the room's presence lock, then its member lock inside it (the
+//! order every path uses), and the connection's room map only after both are released;
+//! the two are never nested.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde_json::{Value, json};
+
+use super::{ConnEntry, Hub};
+use crate::protocol::{self, ErrorCode, quote};
+use crate::room::RoomState;
+use crate::ws::SendError;
+
+/// Why a server-side join or leave ([`Connection::join`](crate::Connection::join),
+/// [`Hub::join_user`], [`Connection::leave`](crate::Connection::leave)) did not happen.
+/// A client's own `join` and `leave` fail for the same reasons, answered with the
+/// [`code`](Self::code) of each.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MembershipError {
+    /// No namespace was declared for this room name (`NAMESPACE:room`).
+    #[error("no such room: {}", quote(.0))]
+    NotFound(String),
+    /// The room has as many connections as its namespace's `max_subscribers`.
+    #[error("{} is full", quote(.0))]
+    RoomFull(String),
+    /// The connection is in as many rooms as `max_rooms_per_connection` (the value).
+    #[error("a connection may join at most {0} rooms")]
+    TooManyRooms(usize),
+    /// The presence meta is larger than `max_presence_meta`.
+    #[error("presence meta is {len} bytes, the limit is {max}")]
+    MetaTooLarge {
+        /// Its size, as the hub encodes it.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The presence meta contains a control or bidirectional-formatting character
+    /// (the value: its code point); such text would reach every member's page verbatim.
+    #[error(
+        "presence meta contains U+{0:04X}: control and bidirectional-formatting characters are not allowed"
+    )]
+    MetaUnsafeChar(u32),
+    /// A leave from a room the connection is not in.
+    #[error("not in {}", quote(.0))]
+    NotJoined(String),
+    /// The connection is closing or closed.
+    #[error("connection closed")]
+    Closed,
+}
+
+impl MembershipError {
+    /// The protocol error code a client's `join` or `leave` gets for this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            MembershipError::NotFound(_) => ErrorCode::NotFound,
+            MembershipError::RoomFull(_) => ErrorCode::RoomFull,
+            MembershipError::TooManyRooms(_) => ErrorCode::TooManyRooms,
+            MembershipError::MetaTooLarge { .. } => ErrorCode::TooLarge,
+            MembershipError::MetaUnsafeChar(_) => ErrorCode::InvalidData,
+            MembershipError::NotJoined(_) => ErrorCode::NotJoined,
+            MembershipError::Closed => ErrorCode::BadRequest,
+        }
+    }
+}
+
+/// How a join is acknowledged to the connection, under the room's presence lock (so no
+/// diff taken after the snapshot can reach the connection before it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum JoinAck {
+    /// A client's `join` with this request id: a `reply` with the presence snapshot.
+    Reply(u64),
+    /// A join from the server: a `joined` message with the presence snapshot.
+    Joined,
+}
+
+/// Whether a join added the connection to the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Joined {
+    /// It was not in the room and now is.
+    New,
+    /// It was in the room already; nothing changed.
+    Already,
+}
+
+impl Hub {
+    /// Joins `entry` to `room` with presence `meta`, acknowledged as `ack` says. The
+    /// one join path: a client's `join` and every server-side join come here.
+    pub(crate) fn join_conn(
+        &self,
+        entry: &Arc<ConnEntry>,
+        room: &str,
+        meta: Value,
+        ack: JoinAck,
+    ) -> Result<Joined, MembershipError> {
+        let ns = self
+            .namespace_of(room)
+            .ok_or_else(|| MembershipError::NotFound(room.to_owned()))?;
+        check_meta(&meta, self.config().max_presence_meta)?;
+        if entry.is_gone() || entry.outbound.is_closed() {
+            return Err(MembershipError::Closed);
+        }
+        let max_rooms = self.config().max_rooms_per_connection;
+        let existing = {
+            let rooms = entry.rooms();
+            if rooms.len() >= max_rooms && !rooms.contains_key(room) {
+                return Err(MembershipError::TooManyRooms(max_rooms));
+            }
+            rooms.get(room).cloned()
+        };
+        if let Some(state) = existing {
+            // Joining twice is harmless: a client is answered with the current presence;
+            // a server join changes nothing and says nothing.
+            self.ack_existing(entry, &state, ack);
+            return Ok(Joined::Already);
+        }
+        let state = self.room_state(room, ns);
+        let options = state.ns.options();
+        let announced = {
+            let mut presence = state.presence_lock();
+            {
+                let mut members = state.members_mut();
+                if members.conns.contains_key(&entry.id) {
+                    // A concurrent join of the same connection (the client's own and one
+                    // from the server) got here first.
+                    drop(members);
+                    drop(presence);
+                    self.ack_existing(entry, &state, ack);
+                    return Ok(Joined::Already);
+                }
+                if members.conns.len() >= options.max_subscribers {
+                    drop(members);
+                    drop(presence);
+                    drop(state);
+                    self.prune_room(room);
+                    return Err(MembershipError::RoomFull(room.to_owned()));
+                }
+                members.conns.insert(entry.id, entry.outbound.clone());
+            }
+            if options.presence {
+                let announced = presence.join(&entry.identity.user_id, entry.id, meta);
+                let snapshot = presence.snapshot_for_member(&entry.identity.user_id);
+                self.send_ack(entry, &state.name, Some(&snapshot), ack);
+                announced
+            } else {
+                self.send_ack(entry, &state.name, None, ack);
+                false
+            }
+        };
+        // The connection's own list, unless it has left every room for good meanwhile
+        // (it disconnected): checked under the list's lock, which `leave_all` holds when
+        // it marks the connection gone, so either this insert is seen and undone by
+        // `leave_all` or the join is undone here.
+        let added = {
+            let mut rooms = entry.rooms();
+            let gone = entry.is_gone();
+            if !gone {
+                rooms.insert(state.name.clone(), state.clone());
+            }
+            !gone
+        };
+        if !added {
+            self.leave_room(entry, &state);
+            drop(state);
+            self.prune_room(room);
+            return Err(MembershipError::Closed);
+        }
+        if announced {
+            self.presence_changed(&state);
+        }
+        Ok(Joined::New)
+    }
+
+    /// Acknowledges a join of a room `entry` is in already.
+    fn ack_existing(&self, entry: &ConnEntry, state: &RoomState, ack: JoinAck) {
+        if let JoinAck::Reply(_) = ack {
+            let mut presence = state.presence_lock();
+            if state.ns.options().presence {
+                let snapshot = presence.snapshot_for_member(&entry.identity.user_id);
+                self.send_ack(entry, &state.name, Some(&snapshot), ack);
+            } else {
+                self.send_ack(entry, &state.name, None, ack);
+            }
+        }
+    }
+
+    fn send_ack(
+        &self,
+        entry: &ConnEntry,
+        room: &str,
+        presence: Option<&crate::Presence>,
+        ack: JoinAck,
+    ) {
+        let text = match (ack, presence) {
+            (JoinAck::Reply(id), Some(p)) => {
+                protocol::encode_reply_ok(id, &json!({ "presence": p }))
+            }
+            (JoinAck::Reply(id), None) => protocol::encode_reply_ok(id, &json!({})),
+            (JoinAck::Joined, p) => protocol::encode_joined(room, p),
+        };
+        self.send_text_to(entry, text);
+    }
+
+    /// Takes `entry` out of `room`. With `notice`, the connection is told with a `left`
+    /// message carrying that reason (a leave decided by the server); a client's own
+    /// `leave` is answered by its reply instead.
+    pub(crate) fn leave_conn(
+        &self,
+        entry: &ConnEntry,
+        room: &str,
+        notice: Option<&str>,
+    ) -> Result<(), MembershipError> {
+        let state = entry
+            .rooms()
+            .remove(room)
+            .ok_or_else(|| MembershipError::NotJoined(room.to_owned()))?;
+        self.leave_room(entry, &state);
+        if let Some(reason) = notice {
+            // After the member list no longer holds the connection: nothing from the
+            // room can follow the `left`.
+            self.send_text_to(entry, protocol::encode_left(room, reason));
+        }
+        drop(state);
+        self.prune_room(room);
+        Ok(())
+    }
+
+    /// Takes `entry` out of every room it is in, for good: it is marked gone, and
+    /// joins after this fail with [`MembershipError::Closed`].
+    pub(crate) fn leave_all(&self, entry: &ConnEntry) {
+        let rooms: Vec<_> = {
+            let mut rooms = entry.rooms();
+            entry.gone.store(true, Ordering::Release);
+            rooms.drain().map(|(_, r)| r).collect()
+        };
+        for room in rooms {
+            self.leave_room(entry, &room);
+            let name = room.name.clone();
+            drop(room);
+            self.prune_room(&name);
+        }
+    }
+
+    /// Removes `entry` from `room`'s members and presence; a user's last connection
+    /// leaving is announced on the next presence tick.
+    pub(crate) fn leave_room(&self, entry: &ConnEntry, room: &Arc<RoomState>) {
+        let mut presence = room.presence_lock();
+        room.members_mut().conns.remove(&entry.id);
+        if room.ns.options().presence && presence.leave(&entry.identity.user_id, entry.id) {
+            drop(presence);
+            self.presence_changed(room);
+        }
+    }
+
+    /// Queues one server message for `entry`; a connection whose queue is full is a slow
+    /// consumer like any other (closed with 1013).
+    pub(crate) fn send_text_to(&self, entry: &ConnEntry, text: String) {
+        let msg = self.prepare(text);
+        if let Err(SendError::Full) = entry.outbound.try_send(&msg) {
+            self.close_slow_consumer(entry.id, &entry.outbound);
+        }
+    }
+}
+
+/// Checks a presence meta before it is stored and relayed to every member: its size
+/// as the hub encodes it (the bytes members receive), and no control or
+/// bidirectional-formatting characters in its keys and strings (they would reach every
+/// member's page verbatim).
+pub(crate) fn check_meta(meta: &Value, max: usize) -> Result<(), MembershipError> {
+    let len = protocol::encoded_len(meta);
+    if len > max {
+        return Err(MembershipError::MetaTooLarge { len, max });
+    }
+    if let Some(c) = find_unsafe_char(meta) {
+        return Err(MembershipError::MetaUnsafeChar(u32::from(c)));
+    }
+    Ok(())
+}
+
+/// The first control or bidirectional-formatting character in `v`'s keys and strings.
+fn find_unsafe_char(v: &Value) -> Option<char> {
+    fn unsafe_char(s: &str) -> Option<char> {
+        s.chars().find(|&c| is_unsafe_char(c))
+    }
+    match v {
+        Value::String(s) => unsafe_char(s),
+        Value::Array(items) => items.iter().find_map(find_unsafe_char),
+        Value::Object(map) => map
+            .iter()
+            .find_map(|(k, v)| unsafe_char(k).or_else(|| find_unsafe_char(v))),
+        _ => None,
+    }
+}
+
+/// Controls (C0, DEL, C1) and the characters that change text direction or hide
+/// (RLO, LRI, marks, isolates).
+fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_meta_characters_are_found_anywhere() {
+        assert_eq!(find_unsafe_char(&json!({"name": "ann"})), None);
+        assert_eq!(find_unsafe_char(&json!({"name": "José 山田"})), None);
+        assert_eq!(
+            find_unsafe_char(&json!({"name": "evil\u{202e}gnp.exe"})),
+            Some('\u{202e}')
+        );
+        assert_eq!(
+            find_unsafe_char(&json!({"a": [1, {"b\u{0007}": 2}]})),
+            Some('\u{7}')
+        );
+        assert_eq!(find_unsafe_char(&json!(["\u{2067}"])), Some('\u{2067}'));
+        assert_eq!(find_unsafe_char(&json!({"x": "\u{9f}"})), Some('\u{9f}'));
+    }
+
+    #[test]
+    fn meta_errors_keep_the_reply_codes_and_messages() {
+        // `{"name":"…"}`: 11 bytes around the 300.
+        let e = check_meta(&json!({"name": "x".repeat(300)}), 256).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::TooLarge);
+        assert_eq!(
+            e.to_string(),
+            "presence meta is 311 bytes, the limit is 256"
+        );
+        let e = check_meta(&json!({"name": "a\u{202e}"}), 256).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidData);
+        assert!(e.to_string().starts_with("presence meta contains U+202E"));
+        assert_eq!(
+            MembershipError::NotFound("nope:x".into()).to_string(),
+            "no such room: \"nope:x\""
+        );
+    }
+}
