@@ -411,7 +411,12 @@
         clearTimeout(p.timer);
         p.reject(error);
       }
-      for (const entry of this._rooms.values()) {
+      for (const [room, entry] of Array.from(this._rooms.entries())) {
+        // Rooms the server joined us to are the server's to restore.
+        if (entry.server) {
+          this._rooms.delete(room);
+          continue;
+        }
         entry.state = null;
         entry.held = [];
         entry.ready = false;
@@ -499,6 +504,45 @@
           else entry.held.push(msg);
           break;
         }
+        case "joined": {
+          // The server joined this connection to a room. It is not re-joined after a
+          // reconnect (the server decides that again); `leave(room)` leaves it.
+          let entry = this._rooms.get(msg.room);
+          if (!entry) {
+            entry = { meta: {}, state: null, held: [], ready: false, server: true };
+            entry.promise = Promise.resolve({ presence: msg.presence });
+            entry.resolve = () => {};
+            entry.reject = () => {};
+            this._rooms.set(msg.room, entry);
+          }
+          entry.state = presenceFromWire(msg.presence);
+          entry.ready = true;
+          this._emit("presence", {
+            room: msg.room,
+            presence: new Map(entry.state),
+            joined: [],
+            left: [],
+            snapshot: true,
+          });
+          this._emit("joined", { room: msg.room, data: { presence: msg.presence }, server: true });
+          break;
+        }
+        case "left": {
+          // The server took this connection out of a room (a ban, a kick from it).
+          const entry = this._rooms.get(msg.room);
+          if (entry) {
+            this._rooms.delete(msg.room);
+            if (!entry.ready) entry.reject(new WshubError("left", msg.reason || "removed"));
+          }
+          this._emit("left", { room: msg.room, reason: msg.reason || "" });
+          break;
+        }
+        case "direct":
+          this._emit("direct", {
+            from: msg.from === undefined ? null : msg.from,
+            data: msg.data,
+          });
+          break;
         case "error": {
           const e = msg.error || {};
           this._emit("error", { code: e.code || "unknown", message: e.message || "" });
