@@ -49,8 +49,18 @@ pub struct PresenceMeta {
     /// user's tabs apart. A decimal string on the wire.
     #[serde(with = "crate::protocol::conn_id_string")]
     pub conn_id: u64,
+    /// The user's display name, stamped by the server from the connection's
+    /// [`Identity`](crate::Identity): pages can show it without checking that a client
+    /// did not claim someone else's name. Absent on the wire when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// What the application adds to every entry of this connection
+    /// ([`HubBuilder::presence_info`](crate::HubBuilder::presence_info)): a role, an
+    /// avatar URL. Absent when the application adds nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<Value>,
     /// The meta object the client sent with its join (`{}` if none), size-bounded by
-    /// the hub.
+    /// the hub. Nested, so a client can never overwrite a field the server sets.
     pub meta: Value,
 }
 
@@ -61,7 +71,24 @@ impl PresenceMeta {
     /// `#[non_exhaustive]`, so it cannot be built with a literal outside this crate.
     pub fn new(conn_id: u64, meta: Value) -> Self {
         let meta = if meta.is_null() { empty_object() } else { meta };
-        PresenceMeta { conn_id, meta }
+        PresenceMeta {
+            conn_id,
+            name: String::new(),
+            info: None,
+            meta,
+        }
+    }
+
+    /// The same entry with the server-stamped display `name`.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The same entry with the application's `info`.
+    pub fn with_info(mut self, info: Value) -> Self {
+        self.info = Some(info);
+        self
     }
 }
 
@@ -229,11 +256,14 @@ impl RoomPresence {
     /// then pending, announced by the next [`take_diff`](Self::take_diff). A connection
     /// that is already present has its meta replaced in place (keeping its position)
     /// and announces nothing.
+    #[cfg(test)]
     pub(crate) fn join(&mut self, user: &str, conn_id: u64, meta: Value) -> bool {
-        let meta = PresenceMeta {
-            conn_id,
-            meta: if meta.is_null() { empty_object() } else { meta },
-        };
+        self.join_entry(user, PresenceMeta::new(conn_id, meta))
+    }
+
+    /// [`join`](Self::join) with a whole entry (server fields stamped by the caller).
+    pub(crate) fn join_entry(&mut self, user: &str, meta: PresenceMeta) -> bool {
+        let conn_id = meta.conn_id;
         // Look up by `&str` first so the common case (a known user) allocates nothing.
         if let Some(known) = self.presence.users.get_mut(user) {
             match known.metas.iter_mut().find(|m| m.conn_id == conn_id) {

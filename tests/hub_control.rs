@@ -258,7 +258,8 @@ async fn a_server_side_join_looks_like_a_client_join() {
     let bob_diff = watcher.recv_diff_about("bob").await;
     // (The first diff may also announce the watcher's own join, in the same tick.)
     let same_shape = |diff: &Value, user: &str, conn_id: &str| {
-        diff["joins"][user] == json!({"metas": [{"conn_id": conn_id, "meta": {}}]})
+        diff["joins"][user]
+            == json!({"metas": [{"conn_id": conn_id, "name": user.to_uppercase(), "meta": {}}]})
             && diff["leaves"] == json!({})
     };
     assert!(same_shape(&ann_diff, "ann", &ann.conn_id), "{ann_diff}");

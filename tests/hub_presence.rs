@@ -43,8 +43,10 @@ async fn connect(url: &str) -> Client {
 }
 
 /// One meta in the wire shape.
-fn meta(conn_id: &str, meta: Value) -> Value {
-    json!({"conn_id": conn_id, "meta": meta})
+/// One presence entry in the wire shape: the server stamps the display `name` (from
+/// the identity) next to `conn_id`; the client's own meta is nested under `meta`.
+fn meta(conn_id: &str, name: &str, meta: Value) -> Value {
+    json!({"conn_id": conn_id, "name": name, "meta": meta})
 }
 
 /// Joins and asserts success; returns the reply's `data.presence`. When this is the
@@ -116,7 +118,7 @@ async fn join_reply_carries_the_snapshot_and_the_first_member_sees_one_join() {
     let p = join_presence(&mut a, "chat:x", json!({"status": "online"})).await;
     assert_eq!(
         p,
-        json!({ a.user.clone(): {"metas": [meta(&a.conn_id, json!({"status": "online"}))]} })
+        json!({ a.user.clone(): {"metas": [meta(&a.conn_id, "Guest", json!({"status": "online"}))]} })
     );
 
     // The second user's snapshot holds both users (including itself); a meta-less join
@@ -126,8 +128,8 @@ async fn join_reply_carries_the_snapshot_and_the_first_member_sees_one_join() {
     assert_eq!(
         r["data"]["presence"],
         json!({
-            a.user.clone(): {"metas": [meta(&a.conn_id, json!({"status": "online"}))]},
-            b.user.clone(): {"metas": [meta(&b.conn_id, json!({}))]},
+            a.user.clone(): {"metas": [meta(&a.conn_id, "Guest", json!({"status": "online"}))]},
+            b.user.clone(): {"metas": [meta(&b.conn_id, "Guest", json!({}))]},
         })
     );
 
@@ -135,7 +137,7 @@ async fn join_reply_carries_the_snapshot_and_the_first_member_sees_one_join() {
     let (joins, leaves) = expect_diff(&mut a, "chat:x").await;
     assert_eq!(
         joins,
-        json!({ b.user.clone(): {"metas": [meta(&b.conn_id, json!({}))]} })
+        json!({ b.user.clone(): {"metas": [meta(&b.conn_id, "Guest", json!({}))]} })
     );
     assert_eq!(leaves, json!({}));
     expect_quiet(&mut a, "after b's join").await;
@@ -175,7 +177,7 @@ async fn a_users_tabs_are_announced_once_and_leave_with_the_last_tab() {
     let (joins, leaves) = expect_diff(&mut bob, "chat:x").await;
     assert_eq!(
         joins,
-        json!({"alice": {"metas": [meta(&tab1.conn_id, json!({"tab": 1}))]}})
+        json!({"alice": {"metas": [meta(&tab1.conn_id, "Alice", json!({"tab": 1}))]}})
     );
     assert_eq!(leaves, json!({}));
 
@@ -185,8 +187,8 @@ async fn a_users_tabs_are_announced_once_and_leave_with_the_last_tab() {
     assert_ne!(tab2.conn_id, tab1.conn_id);
     let p = join_presence(&mut tab2, "chat:x", json!({"tab": 2})).await;
     let both_tabs = json!({"metas": [
-        meta(&tab1.conn_id, json!({"tab": 1})),
-        meta(&tab2.conn_id, json!({"tab": 2})),
+        meta(&tab1.conn_id, "Alice", json!({"tab": 1})),
+        meta(&tab2.conn_id, "Alice", json!({"tab": 2})),
     ]});
     assert_eq!(p["alice"], both_tabs, "{p}");
     expect_quiet(&mut bob, "alice's second tab").await;
@@ -198,7 +200,7 @@ async fn a_users_tabs_are_announced_once_and_leave_with_the_last_tab() {
         p,
         json!({
             "alice": both_tabs,
-            "bob": {"metas": [meta(&bob.conn_id, json!({"device": "desk"}))]},
+            "bob": {"metas": [meta(&bob.conn_id, "Bob", json!({"device": "desk"}))]},
         })
     );
     let room = hub.room::<ChatMessage>("chat:x").unwrap();
@@ -214,7 +216,7 @@ async fn a_users_tabs_are_announced_once_and_leave_with_the_last_tab() {
     let p = presence_of(&mut bob, "chat:x").await;
     assert_eq!(
         p["alice"],
-        json!({"metas": [meta(&tab2.conn_id, json!({"tab": 2}))]}),
+        json!({"metas": [meta(&tab2.conn_id, "Alice", json!({"tab": 2}))]}),
         "{p}"
     );
 
@@ -225,7 +227,7 @@ async fn a_users_tabs_are_announced_once_and_leave_with_the_last_tab() {
     assert_eq!(joins, json!({}));
     assert_eq!(
         leaves,
-        json!({"alice": {"metas": [meta(&tab2_conn, json!({"tab": 2}))]}})
+        json!({"alice": {"metas": [meta(&tab2_conn, "Alice", json!({"tab": 2}))]}})
     );
     expect_quiet(&mut bob, "after alice's last tab").await;
     let p = presence_of(&mut bob, "chat:x").await;
@@ -238,7 +240,7 @@ async fn a_users_tabs_are_announced_once_and_leave_with_the_last_tab() {
     let (joins, _) = expect_diff(&mut bob, "chat:x").await;
     assert_eq!(
         joins,
-        json!({"alice": {"metas": [meta(&tab3.conn_id, json!({}))]}})
+        json!({"alice": {"metas": [meta(&tab3.conn_id, "Alice", json!({}))]}})
     );
 }
 
@@ -264,7 +266,7 @@ async fn one_tab_leaving_by_op_is_silent_the_last_is_announced() {
     assert_eq!(joins, json!({}));
     assert_eq!(
         leaves,
-        json!({"alice": {"metas": [meta(&tab2.conn_id, json!({}))]}})
+        json!({"alice": {"metas": [meta(&tab2.conn_id, "Alice", json!({}))]}})
     );
     expect_quiet(&mut bob, "after the last tab left").await;
     // Both tabs are still connected, just not in the room.
@@ -290,7 +292,7 @@ async fn leave_op_announces_the_leave_and_stops_delivery() {
     assert_eq!(joins, json!({}));
     assert_eq!(
         leaves,
-        json!({ b.user.clone(): {"metas": [meta(&b.conn_id, json!({"k": "v"}))]} })
+        json!({ b.user.clone(): {"metas": [meta(&b.conn_id, "Guest", json!({"k": "v"}))]} })
     );
     let p = presence_of(&mut a, "chat:x").await;
     assert_eq!(p.as_object().unwrap().keys().collect::<Vec<_>>(), [&a.user]);
@@ -360,7 +362,7 @@ async fn tcp_drop_without_close_frame_announces_the_leave() {
         assert_eq!(joins, json!({}), "rst={rst}");
         assert_eq!(
             leaves,
-            json!({ b_user: {"metas": [meta(&b_conn, json!({"n": 1}))]} }),
+            json!({ b_user: {"metas": [meta(&b_conn, "Guest", json!({"n": 1}))]} }),
             "rst={rst}"
         );
         eventually("b to be gone", || hub.stats().connections == 1).await;
@@ -494,10 +496,51 @@ async fn an_oversized_meta_is_refused_and_the_connection_lives_on() {
     let at_limit = json!({"s": "x".repeat(limit - 8)});
     assert_eq!(at_limit.to_string().len(), limit);
     let p = join_presence(&mut b, "chat:x", at_limit.clone()).await;
-    assert_eq!(p[&b.user], json!({"metas": [meta(&b.conn_id, at_limit)]}));
+    assert_eq!(
+        p[&b.user],
+        json!({"metas": [meta(&b.conn_id, "Guest", at_limit)]})
+    );
     let (joins, _) = expect_diff(&mut a, "chat:x").await;
     assert!(joins.get(&b.user).is_some(), "{joins}");
     let r = b.publish("chat:x", json!({"text": "ok"})).await;
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(a.recv().await["data"]["text"], "ok");
+}
+
+/// The server stamps the display name (from the identity) and what the application
+/// adds (`presence_info`) into each entry; a client's meta claiming other values for
+/// those fields stays nested under `meta` and changes neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_fields_are_stamped_and_clients_cannot_overwrite_them() {
+    let hub = test_hub_builder()
+        .authenticator(
+            StaticTokens::new()
+                .with("tok-alice", Identity::new("alice", "Alice"))
+                .with("tok-bob", Identity::new("bob", "Bob")),
+        )
+        .presence_info(|identity| (identity.user_id == "alice").then(|| json!({"role": "host"})))
+        .build();
+    let url = serve(&hub).await;
+    let mut alice = connect_as(&url, "tok-alice").await;
+    join_presence(&mut alice, "chat:x", json!({})).await;
+    let mut bob = connect_as(&url, "tok-bob").await;
+    let forged = json!({"name": "Alice", "conn_id": "1", "info": {"role": "host"}});
+    let p = join_presence(&mut bob, "chat:x", forged.clone()).await;
+    assert_eq!(
+        p["bob"],
+        json!({"metas": [{"conn_id": bob.conn_id, "name": "Bob", "meta": forged}]}),
+        "{p}"
+    );
+    assert_eq!(
+        p["alice"],
+        json!({"metas": [{"conn_id": alice.conn_id, "name": "Alice", "info": {"role": "host"}, "meta": {}}]}),
+        "{p}"
+    );
+    // Alice's view gets the same stamped entry in the diff announcing bob.
+    let (joins, _) = expect_diff(&mut alice, "chat:x").await;
+    assert_eq!(joins["bob"]["metas"][0]["name"], "Bob", "{joins}");
+    // And the Rust side sees the server's fields.
+    let room = hub.room::<ChatMessage>("chat:x").unwrap();
+    let metas = room.presence().get("bob").unwrap().to_vec();
+    assert_eq!((metas[0].name.as_str(), &metas[0].info), ("Bob", &None));
 }

@@ -118,14 +118,13 @@
   }
 
   /**
-   * The name to show for `user`: the `name` its connection put in its presence meta,
-   * but only if it is that user's name. Metas come from clients while user ids come
-   * from the server (the name in lower case), so a client cannot pass for another.
+   * The name to show for `user`: the display name the server stamped into its presence
+   * entries (from the signed token), never a name a client put in its own meta.
    */
   function displayName(user, metas) {
     for (const m of metas || []) {
-      const name = m && m.meta ? str(m.meta.name).trim() : "";
-      if (name && name.toLowerCase() === user) return name;
+      const name = m ? str(m.name).trim() : "";
+      if (name) return name;
     }
     return user;
   }
@@ -346,8 +345,8 @@
 
   function joinRoom(room) {
     ensureRoom(room);
-    // The meta is shown to the room: the display name, for notices and the online list.
-    hub.join(room, { name: session.name }).catch((e) => {
+    // The server stamps the display name into presence; the page's own meta is empty.
+    hub.join(room, {}).catch((e) => {
       if (e.code === "left" || e.code === "closed") return;
       showError(`Cannot join ${roomLabel(room)}: ${e.message}`);
       dropRoom(room);

@@ -146,7 +146,18 @@ impl Hub {
                 members.conns.insert(entry.id, entry.outbound.clone());
             }
             if options.presence {
-                let announced = presence.join(&entry.identity.user_id, entry.id, meta);
+                // Server fields, stamped next to the client's own meta.
+                let mut stamped = crate::presence::PresenceMeta::new(entry.id, meta)
+                    .with_name(entry.identity.name.clone());
+                if let Some(info) = self
+                    .0
+                    .presence_info
+                    .as_ref()
+                    .and_then(|f| f(&entry.identity))
+                {
+                    stamped = stamped.with_info(info);
+                }
+                let announced = presence.join_entry(&entry.identity.user_id, stamped);
                 let snapshot = presence.snapshot_for_member(&entry.identity.user_id);
                 self.send_ack(entry, &state.name, Some(&snapshot), ack);
                 announced

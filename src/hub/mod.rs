@@ -169,7 +169,12 @@ pub(crate) struct HubInner {
     pub(crate) on_connect: Option<ConnectHook>,
     /// The application's disconnect hook ([`HubBuilder::on_disconnect`]).
     pub(crate) on_disconnect: Option<DisconnectHook>,
+    /// What the application stamps into every presence entry of a connection.
+    pub(crate) presence_info: Option<PresenceInfoFn>,
 }
+
+/// [`HubBuilder::presence_info`]'s function.
+pub(crate) type PresenceInfoFn = Arc<dyn Fn(&Identity) -> Option<serde_json::Value> + Send + Sync>;
 
 impl Drop for HubInner {
     fn drop(&mut self) {
@@ -217,6 +222,7 @@ pub struct HubBuilder {
     auth: Arc<dyn DynAuthenticator>,
     on_connect: Option<ConnectHook>,
     on_disconnect: Option<DisconnectHook>,
+    presence_info: Option<PresenceInfoFn>,
 }
 
 impl fmt::Debug for HubBuilder {
@@ -298,6 +304,27 @@ impl HubBuilder {
         self
     }
 
+    /// What the server adds to every presence entry of a connection, next to the
+    /// display name it stamps from the [`Identity`] (`info` on the wire): a role, an
+    /// avatar URL. Clients cannot overwrite it (their own meta is nested under
+    /// `meta`). Keep it small: every member receives it with each join. Default:
+    /// nothing.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// let hub = wshub::Hub::builder()
+    ///     .presence_info(|identity| identity.claims.get("role").map(|r| serde_json::json!({ "role": r })))
+    ///     .build();
+    /// # let _ = hub; }
+    /// ```
+    pub fn presence_info(
+        mut self,
+        info: impl Fn(&Identity) -> Option<serde_json::Value> + Send + Sync + 'static,
+    ) -> Self {
+        self.presence_info = Some(Arc::new(info));
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: HubConfig) -> Self {
         self.config = config;
@@ -340,6 +367,7 @@ impl HubBuilder {
             pending: pending::PendingCounts::default(),
             on_connect: self.on_connect,
             on_disconnect: self.on_disconnect,
+            presence_info: self.presence_info,
         }));
         crate::reaper::spawn(&hub);
         presence_task::spawn(&hub);
@@ -421,6 +449,7 @@ impl Hub {
             auth: Arc::new(AllowAnonymous::new()),
             on_connect: None,
             on_disconnect: None,
+            presence_info: None,
         }
     }
 

@@ -174,6 +174,35 @@ runScript("chat", async (run, { url }) => {
   assert(usersAfterEve.length === 2, () => `alice's online list after eve's refused logins: ${JSON.stringify(usersAfterEve)}`);
   await ctxE.close();
 
+  run.step("names come from the server's presence, not from a client's meta");
+  // A raw client signed in as "trudy" joins alice's room claiming to be "alice" in its
+  // own meta: the online list shows "trudy" (stamped by the server from her token).
+  const trudy = await alice.evaluate(async ({ room }) => {
+    const resp = await fetch("/login", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ name: "trudy" }),
+    });
+    const { token } = await resp.json();
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(`${scheme}//${location.host}/ws?token=${encodeURIComponent(token)}`, "wshub.v1");
+    window.__trudy = ws;
+    return new Promise((resolve, reject) => {
+      ws.onmessage = (e) => {
+        const m = JSON.parse(e.data);
+        if (m.op === "welcome") ws.send(JSON.stringify({ op: "join", room, id: 1, meta: { name: "alice" } }));
+        if (m.op === "reply" && m.id === 1) resolve(m);
+      };
+      ws.onerror = () => reject(new Error("trudy's socket failed"));
+    });
+  }, { room });
+  assert(trudy.ok === true, () => `trudy's join: ${JSON.stringify(trudy)}`);
+  const withTrudy = await waitForOnline(alice, ["alice", "bob", "trudy"]);
+  assert(withTrudy.filter((u) => u.name === "alice").length === 1, () => `two "alice" entries: ${JSON.stringify(withTrudy)}`);
+  out.server_stamped_names = withTrudy.map((u) => u.name).sort();
+  await alice.evaluate(() => window.__trudy.close());
+  await waitForOnline(alice, ["alice", "bob"]);
+
   run.step("a forged token is refused and the page says so");
   const ctxM = await run.newContext();
   const mallory = await run.newPage(ctxM, "mallory");
