@@ -309,7 +309,10 @@ fn settled_rss_kib(server: &Server) -> u64 {
 
 /// Opens one connection and completes the upgrade; returns the stream and whether the
 /// server accepted permessage-deflate.
-fn open_ws(addr: SocketAddr) -> (TcpStream, bool) {
+/// Opens a WebSocket; returns the stream, whether permessage-deflate was negotiated,
+/// and the bytes read past the response head (a server may send its first frame in the
+/// same packet as the 101).
+fn open_ws(addr: SocketAddr) -> (TcpStream, bool, Vec<u8>) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -328,7 +331,9 @@ fn open_ws(addr: SocketAddr) -> (TcpStream, bool) {
         head.extend_from_slice(&buf[..n]);
         assert!(head.len() < 8192, "response head too large");
     }
-    let head = String::from_utf8_lossy(&head);
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let rest = head[end..].to_vec();
+    let head = String::from_utf8_lossy(&head[..end]);
     assert!(
         head.starts_with("HTTP/1.1 101"),
         "upgrade refused: {}",
@@ -338,12 +343,12 @@ fn open_ws(addr: SocketAddr) -> (TcpStream, bool) {
         l.to_ascii_lowercase()
             .starts_with("sec-websocket-extensions: permessage-deflate")
     });
-    (stream, deflate)
+    (stream, deflate, rest)
 }
 
 /// One echo round trip on `stream` (a masked 5-byte text frame), to check the server
 /// really speaks WebSocket before measuring it.
-fn echo_check(stream: &mut TcpStream) {
+fn echo_check(stream: &mut TcpStream, _early: &[u8]) {
     let mask = [1u8, 2, 3, 4];
     let mut frame = vec![0x81, 0x80 | 5];
     frame.extend_from_slice(&mask);
@@ -356,14 +361,15 @@ fn echo_check(stream: &mut TcpStream) {
 
 /// Reads the hub's `welcome` (one unmasked text frame) on `stream`, to check the server
 /// really speaks `wshub.v1` before measuring it.
-fn welcome_check(stream: &mut TcpStream) {
+fn welcome_check(stream: &mut TcpStream, early: &[u8]) {
+    let mut reader = early.chain(&mut *stream);
     let mut head = [0u8; 2];
-    stream.read_exact(&mut head).expect("welcome header");
+    reader.read_exact(&mut head).expect("welcome header");
     assert_eq!(head[0], 0x81, "expected one text frame");
     let len = usize::from(head[1] & 0x7F);
     assert!(len < 126, "short welcome expected");
     let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).expect("welcome body");
+    reader.read_exact(&mut body).expect("welcome body");
     let text = String::from_utf8_lossy(&body);
     assert!(
         text.contains("\"welcome\""),
@@ -371,7 +377,12 @@ fn welcome_check(stream: &mut TcpStream) {
     );
 }
 
-fn measure(name: &'static str, cmd: Command, conns: usize, check: fn(&mut TcpStream)) -> Measured {
+fn measure(
+    name: &'static str,
+    cmd: Command,
+    conns: usize,
+    check: fn(&mut TcpStream, &[u8]),
+) -> Measured {
     println!("\n--- {name} ---");
     let server = Server::start(cmd);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port));
@@ -382,8 +393,8 @@ fn measure(name: &'static str, cmd: Command, conns: usize, check: fn(&mut TcpStr
     let half = conns / 2;
     let mut streams = Vec::with_capacity(conns);
     let start = Instant::now();
-    let (mut first, deflate) = open_ws(addr);
-    check(&mut first);
+    let (mut first, deflate, early) = open_ws(addr);
+    check(&mut first, &early);
     streams.push(first);
     while streams.len() < half {
         streams.push(open_ws(addr).0);

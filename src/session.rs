@@ -69,7 +69,7 @@ async fn serve<S>(
         host_bucket: peer.map(|p| hub.host_bucket(p.ip())),
         membership: TokenBucket::new(config.membership_rate_per_second, config.membership_burst),
         strikes: 0,
-        calls: JoinSet::new(),
+        calls: None,
         publisher: None,
     };
     session.send_text(protocol::encode_welcome(&entry.identity.user_id, conn_id));
@@ -153,8 +153,9 @@ struct Session {
     /// method never holds up the connection's reads and writes. At most
     /// `max_rpc_in_flight` (finished ones are reaped before each new call). A
     /// `JoinSet`, so the calls still running when the connection ends are aborted with
-    /// the session instead of outliving it.
-    calls: JoinSet<()>,
+    /// the session instead of outliving it. Created by the first call: most
+    /// connections never make one, and an idle connection should cost nothing for it.
+    calls: Option<JoinSet<()>>,
     /// The queue of publishes waiting for an async publish hook, created by the
     /// first such publish.
     publisher: Option<Publisher>,
@@ -569,9 +570,10 @@ impl Session {
                 format!("no such method: {}", quote(&name)),
             ));
         };
-        while self.calls.try_join_next().is_some() {}
+        let calls = self.calls.get_or_insert_with(JoinSet::new);
+        while calls.try_join_next().is_some() {}
         let max = self.hub.config().max_rpc_in_flight;
-        if self.calls.len() >= max {
+        if calls.len() >= max {
             return Err(err(
                 ErrorCode::RateLimited,
                 format!("{max} calls are running already; wait for their replies"),
@@ -584,7 +586,8 @@ impl Session {
             peer: self.entry.peer,
         };
         let reply = self.owed_reply(Some(id));
-        self.calls.spawn(
+        let calls = self.calls.get_or_insert_with(JoinSet::new);
+        calls.spawn(
             async move {
                 let result = rpc::run(method, &name, ctx, data).await;
                 reply.send(result.map_err(|e| (e.code, e.message)));
