@@ -18,7 +18,7 @@ use crate::protocol::{self, ClientOp, ErrorCode, quote};
 use crate::rate::{SharedBucket, TokenBucket};
 use crate::room::{AsyncPublishContext, PublishContext, Refusal};
 use crate::rpc::{self, BoxFuture, RpcContext};
-use crate::ws::{CloseCode, Message, Outbound, SendError, WebSocket};
+use crate::ws::{CloseCode, Message, Outbound, WebSocket};
 
 /// An error reply: code and message.
 type OpError = (ErrorCode, String);
@@ -210,7 +210,7 @@ impl Reply {
             (None, Ok(_)) => return,
             (None, Err((code, message))) => protocol::encode_error(code, &message),
         };
-        send_to(&self.hub, &self.entry, text);
+        self.hub.send_text_to(&self.entry, text);
     }
 }
 
@@ -222,15 +222,6 @@ impl Drop for Reply {
             ErrorCode::Internal,
             "the server failed while handling this request",
         )));
-    }
-}
-
-/// Queues a message to a connection; one that cannot keep up with its own replies is
-/// a slow consumer like any other.
-fn send_to(hub: &Hub, entry: &ConnEntry, text: String) {
-    let msg = hub.prepare(text);
-    if let Err(SendError::Full) = entry.outbound.try_send(&msg) {
-        hub.close_slow_consumer(entry.id, &entry.outbound);
     }
 }
 
@@ -258,7 +249,7 @@ impl Session {
 
     /// Queues a message to this connection.
     fn send_text(&self, text: String) {
-        send_to(&self.hub, &self.entry, text);
+        self.hub.send_text_to(&self.entry, text);
     }
 
     /// An answer owed to request `id`, to be sent from another task.
@@ -290,10 +281,8 @@ impl Session {
     }
 
     fn handle(&mut self, msg: Message) {
-        if self.out().is_closed() {
-            // Closing (flood, slow consumer, expiry): input is no longer served.
-            return;
-        }
+        // Once the connection is closing (flood, slow consumer, expiry), the engine
+        // hands no more messages over (`WebSocket::recv`): no check of our own here.
         if !self.admit_message() {
             self.strikes += 1;
             if self.strikes >= self.hub.config().flood_limit {

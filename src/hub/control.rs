@@ -22,7 +22,7 @@ use crate::ws::{CloseCode, SendError};
 impl Hub {
     /// The open connections of `user`, oldest first (copied out of the index, so no
     /// lock of the index is held while they are used).
-    fn user_entries(&self, user: &str) -> Vec<Arc<ConnEntry>> {
+    pub(super) fn user_entries(&self, user: &str) -> Vec<Arc<ConnEntry>> {
         let Some(ids) = self
             .0
             .user_conns

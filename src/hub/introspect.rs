@@ -8,7 +8,6 @@
 //! together) but not across rooms: connections joining and leaving meanwhile may be
 //! seen in one room and not yet in another.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -140,17 +139,10 @@ impl Hub {
     /// Cost: O(the user's connections × their rooms), through a per-user index the hub
     /// keeps; the other connections are not looked at.
     pub fn user_connections(&self, user_id: &str) -> Vec<ConnectionInfo> {
-        // Ids copied out first: the index's shard lock is not held while the
-        // connections are read.
-        let Some(ids) = self
-            .0
-            .user_conns
-            .get(user_id)
-            .map(|ids| ids.iter().copied().collect::<BTreeSet<u64>>())
-        else {
-            return Vec::new();
-        };
-        self.connection_infos(ids)
+        self.user_entries(user_id)
+            .iter()
+            .map(|entry| ConnectionInfo::of(entry))
+            .collect()
     }
 
     /// The connections with these ids that are still open, in the order given. A

@@ -86,18 +86,7 @@ impl Client {
             resp.headers().get("sec-websocket-protocol").unwrap(),
             "wshub.v1"
         );
-        let mut c = Client {
-            ws,
-            user: String::new(),
-            conn_id: String::new(),
-            watch_presence: false,
-            next_id: 1,
-        };
-        let welcome = c.recv().await;
-        assert_eq!(welcome["op"], "welcome", "{welcome}");
-        c.user = welcome["user"].as_str().unwrap().to_owned();
-        c.conn_id = welcome["conn_id"].as_str().unwrap().to_owned();
-        Ok(c)
+        Ok(Client::from_ws(ws).await)
     }
 
     /// The next message, which must be a `presence_diff` (whether or not this client
@@ -156,6 +145,11 @@ impl Client {
             }
             Err(e) => panic!("connect failed: {e}"),
         };
+        Ok(Client::from_ws(ws).await)
+    }
+
+    /// A client on an open WebSocket, after reading its welcome.
+    async fn from_ws(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
         let mut c = Client {
             ws,
             user: String::new(),
@@ -167,7 +161,7 @@ impl Client {
         assert_eq!(welcome["op"], "welcome", "{welcome}");
         c.user = welcome["user"].as_str().unwrap().to_owned();
         c.conn_id = welcome["conn_id"].as_str().unwrap().to_owned();
-        Ok(c)
+        c
     }
 
     /// Sends one JSON value as a text frame.
