@@ -6,7 +6,7 @@ use std::io;
 
 use http::StatusCode;
 
-use crate::ws::CloseCode;
+use tungstenite::protocol::frame::coding::CloseCode;
 
 /// Shorthand for results whose error is this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

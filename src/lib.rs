@@ -217,15 +217,17 @@ pub mod net;
 mod presence;
 pub mod protocol;
 mod rate;
-mod reaper;
 mod room;
-mod rpc;
 mod server;
 mod session;
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub mod tls;
 pub mod ws;
+
+/// A boxed, sendable future: what erased handlers and hooks return.
+pub(crate) type BoxFuture<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
 
 pub use auth::{
     Action, AllowAnonymous, AuthRejection, AuthRequest, Authenticator, Identity, StaticTokens,
@@ -234,17 +236,17 @@ pub use auth::{
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub use auth::{JwtAuth, JwtKeyError};
 pub use error::{Error, Result};
+pub use hub::Room;
 pub use hub::{CloseInfo, CloseInitiator, Connection, MembershipError};
 pub use hub::{ConnectionInfo, RoomInfo};
 pub use hub::{Hub, HubBuilder, HubConfig, HubStats, RoomError, default_room_name_char};
+pub use hub::{RpcContext, RpcError};
 pub use net::{AddrGrouping, TrustedProxies};
-pub use presence::{Presence, PresenceDiff, PresenceMeta};
-pub use protocol::ErrorCode;
+pub use protocol::{ErrorCode, Presence, PresenceDiff, PresenceMeta};
 pub use room::{
     AsyncPublishContext, Delivery, Namespace, NamespaceOptions, PublishContext, RecvError, Refusal,
-    Room, RoomMessage, RoomSubscription,
+    RoomMessage, RoomSubscription,
 };
-pub use rpc::{RpcContext, RpcError};
 // The engine types that appear in hub configuration and in the client API.
 pub use ws::handshake::{ClientConfig, OriginPolicy};
 pub use ws::{DeflateParams, WsConfig};

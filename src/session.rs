@@ -10,14 +10,15 @@ use tokio::task::JoinSet;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
+use crate::BoxFuture;
 use crate::auth::{Action, Identity};
 use crate::error::Error;
-use crate::hub::membership::{JoinAck, MembershipError};
+use crate::hub::rooms::{JoinAck, MembershipError};
+use crate::hub::rpc::{self, RpcContext};
 use crate::hub::{CloseInfo, ConnEntry, Connection, Hub};
 use crate::protocol::{self, ClientOp, ErrorCode, quote};
 use crate::rate::{SharedBucket, TokenBucket};
 use crate::room::{AsyncPublishContext, PublishContext, Refusal};
-use crate::rpc::{self, BoxFuture, RpcContext};
 use crate::ws::{CloseCode, Message, Outbound, WebSocket};
 
 /// An error reply: code and message.
@@ -492,9 +493,12 @@ impl Session {
                 conn_id: self.entry.id,
                 ephemeral,
             };
-            let publish = state
-                .ns
-                .client_publish_async(self.hub.clone(), state.clone(), ctx, data);
+            let check = state.ns.client_publish_async(state.clone(), ctx, data);
+            let hub = self.hub.clone();
+            let publish: BoxFuture<Result<usize, Refusal>> = Box::pin(async move {
+                let publication = check.await?;
+                Ok(hub.publish(&state, publication))
+            });
             self.queue_publish(publish, id)?;
             return Ok(None);
         }
@@ -503,11 +507,11 @@ impl Session {
             identity: &self.entry.identity,
             ephemeral,
         };
-        let delivered = state
+        let publication = state
             .ns
-            .client_publish(&self.hub, &state, &ctx, data)
+            .client_publish(&state, &ctx, data)
             .map_err(|r| (r.code, r.message))?;
-        Ok(Some(delivered))
+        Ok(Some(self.hub.publish(&state, publication)))
     }
 
     /// Queues a publish behind this connection's earlier ones that wait for an async

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::membership::{JoinAck, Joined, MembershipError};
+use super::rooms::{JoinAck, Joined, MembershipError};
 use super::{ConnEntry, ConnectionInfo, Hub, HubBuilder};
 use crate::auth::Identity;
 use crate::protocol;
@@ -285,7 +285,7 @@ impl Connection {
             Ok(()) => Ok(()),
             Err(SendError::Full) => {
                 self.hub
-                    .close_slow_consumer(self.entry.id, &self.entry.outbound);
+                    .drop_slow_consumers(vec![(self.entry.id, self.entry.outbound.clone())]);
                 Err(crate::Error::ConnectionClosed)
             }
             Err(SendError::Closed) => Err(crate::Error::ConnectionClosed),

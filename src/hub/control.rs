@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::json;
 
-use super::membership::{JoinAck, Joined, MembershipError};
+use super::rooms::{JoinAck, Joined, MembershipError};
 use super::{ConnEntry, Hub};
 use crate::protocol;
 use crate::ws::{CloseCode, SendError};
@@ -142,7 +142,9 @@ impl Hub {
         for entry in entries {
             match entry.outbound.try_send(&prepared) {
                 Ok(()) => delivered += 1,
-                Err(SendError::Full) => self.close_slow_consumer(entry.id, &entry.outbound),
+                Err(SendError::Full) => {
+                    self.drop_slow_consumers(vec![(entry.id, entry.outbound.clone())]);
+                }
                 Err(SendError::Closed) => {}
             }
         }

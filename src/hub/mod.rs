@@ -4,9 +4,12 @@ mod config;
 mod connection;
 mod control;
 mod introspect;
-pub(crate) mod membership;
+mod liveness;
 mod pending;
 mod presence_task;
+mod room_handle;
+pub(crate) mod rooms;
+pub(crate) mod rpc;
 
 use std::any::TypeId;
 use std::collections::{HashMap, HashSet};
@@ -23,15 +26,17 @@ pub use config::{HubConfig, default_room_name_char};
 pub use connection::{CloseInfo, CloseInitiator, Connection};
 pub(crate) use connection::{ConnectHook, DisconnectHook};
 pub use introspect::{ConnectionInfo, RoomInfo};
-pub use membership::MembershipError;
 pub(crate) use pending::{PendingGuard, PendingRefused};
+pub use rooms::MembershipError;
 
 use crate::auth::{Action, AllowAnonymous, Authenticator, DynAuthenticator, Identity};
 use crate::rate::SharedBucket;
-use crate::reaper::Reaper;
-use crate::room::{ErasedNamespace, Namespace, Room, RoomMessage, RoomState};
-use crate::rpc::{ErasedMethod, RpcContext, RpcError};
+use crate::room::{ErasedNamespace, Namespace, RoomMessage, RoomState};
 use crate::ws::{CloseCode, Message, Outbound, PreparedMessage};
+use liveness::Reaper;
+pub use room_handle::Room;
+use rpc::ErasedMethod;
+pub use rpc::{RpcContext, RpcError};
 
 /// Why [`Hub::room`] or [`Hub::find_room`] returned no room.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -292,7 +297,7 @@ impl HubBuilder {
     {
         let name = name.into();
         assert!(!name.is_empty(), "RPC method names must be non-empty");
-        let method = crate::rpc::erase(&name, handler);
+        let method = rpc::erase(&name, handler);
         let prev = self.methods.insert(name.clone(), method);
         assert!(prev.is_none(), "RPC method {name:?} registered twice");
         self
@@ -369,7 +374,7 @@ impl HubBuilder {
             on_disconnect: self.on_disconnect,
             presence_info: self.presence_info,
         }));
-        crate::reaper::spawn(&hub);
+        liveness::spawn(&hub);
         presence_task::spawn(&hub);
         hub
     }
@@ -789,24 +794,6 @@ impl Hub {
     #[doc(hidden)]
     pub fn rate_limit_entries(&self) -> (usize, usize) {
         (self.0.user_buckets.len(), self.0.host_buckets.len())
-    }
-
-    /// Closes a slow consumer with 1013 and takes it out of its rooms.
-    pub(crate) fn close_slow_consumer(&self, conn_id: u64, out: &Outbound) {
-        if out.is_closed() {
-            return;
-        }
-        out.close(CloseCode::Again, "slow consumer");
-        self.0.slow_consumers.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(conn_id, "closed slow consumer (1013)");
-        // The caller may hold a room's presence lock (a diff broadcast), and leaving
-        // rooms takes those locks: leave from a fresh task instead. Without a runtime
-        // (a publish from a plain thread) the connection's own task leaves when its
-        // closing handshake ends.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let hub = self.clone();
-            rt.spawn(async move { hub.disconnect(conn_id) });
-        }
     }
 
     /// Whether the authenticator lets `identity` do `action` in `room`.

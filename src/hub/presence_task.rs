@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::Hub;
+use crate::protocol;
 
 /// Starts the task. It holds only a weak reference: dropping every `Hub` handle ends it.
 pub(super) fn spawn(hub: &Hub) {
@@ -58,15 +59,18 @@ pub(crate) fn flush(hub: &Hub) {
         // Cleared before taking the diff: a change made meanwhile queues the room
         // again rather than being missed.
         room.presence_dirty.store(false, Ordering::Release);
-        let more = {
+        let (more, slow) = {
             let mut presence = room.presence_lock();
+            let mut slow = Vec::new();
             if let Some(diff) = presence.take_diff(budget) {
                 // Sent with the lock held, so join replies (queued under the same
                 // lock) and diffs reach each member in the order they were taken.
-                room.broadcast_diff(hub, &diff);
+                let text = protocol::encode_presence_diff(&room.name, &diff);
+                slow = room.broadcast(&hub.prepare(text)).slow;
             }
-            presence.has_pending()
+            (presence.has_pending(), slow)
         };
+        hub.drop_slow_consumers(slow);
         if more {
             hub.presence_changed(&room);
         } else {

@@ -12,6 +12,7 @@
 //! `PROTOCOL.md` at the repository root is the human-readable specification.
 
 mod client;
+pub(crate) mod presence;
 mod server;
 mod violation;
 
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use client::{ClientOp, parse_client_op};
+pub use presence::{Presence, PresenceDiff, PresenceMeta};
 pub use server::{
     ServerMsg, encode_error, encode_joined, encode_left, encode_message, encode_presence_diff,
     encode_reply_err, encode_reply_ok, encode_welcome, try_encode_direct, try_encode_message,

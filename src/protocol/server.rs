@@ -6,8 +6,8 @@ use std::io;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::presence::{Presence, PresenceDiff};
 use super::{ErrorBody, ErrorCode, conn_id_string};
-use crate::presence::{Presence, PresenceDiff};
 
 /// A server message, parsed: what a client (or a test) reads off the wire.
 ///

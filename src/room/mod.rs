@@ -1,12 +1,13 @@
-//! Typed rooms: namespaces declared with a Rust message type ([`namespace`]), the
-//! per-room state (members, presence), fan-out, and the typed [`Room`] handle.
+//! Typed rooms: namespaces declared with a Rust message type ([`namespace`]), and the
+//! per-room state (members, presence, server-side subscribers) with its fan-out, which
+//! returns what happened (deliveries, slow consumers) for the hub to act on. The typed
+//! [`Room`](crate::Room) handle lives in the hub, which owns publishing.
 
 mod namespace;
 
 use std::any::Any;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
@@ -17,33 +18,60 @@ pub use namespace::{
     AsyncPublishContext, Namespace, NamespaceOptions, PublishContext, Refusal, RoomMessage,
 };
 
-use crate::hub::{ConnectionInfo, Hub, RoomInfo};
-use crate::presence::{Presence, PresenceDiff, RoomPresence};
+use crate::presence::RoomPresence;
 use crate::protocol;
+use crate::protocol::Presence;
 use crate::ws::{Outbound, PreparedMessage, SendError};
 
-/// Encodes `msg` once, queues it for every member, and hands it to server-side
-/// subscribers. Returns how many connections it was queued for.
-pub(crate) fn publish_typed<M: RoomMessage>(
-    hub: &Hub,
-    room: &RoomState,
-    from: Option<&str>,
-    msg: M,
-) -> serde_json::Result<usize> {
-    let text = protocol::try_encode_message(&room.name, from, &msg)?;
-    let prepared = hub.prepare(text);
-    let delivered = room.broadcast(hub, &prepared);
-    if let Some(tx) = room.typed_tx.get()
-        && let Some(tx) = tx.downcast_ref::<broadcast::Sender<Delivery<M>>>()
-        && tx.receiver_count() > 0
-    {
-        let _ = tx.send(Delivery {
-            room: room.name.clone(),
-            from: from.map(Arc::from),
-            data: msg,
-        });
+/// A message on its way to a room: the `message` frame encoded once, and the hand-off
+/// of the typed value to the room's server-side subscribers. Built by the typed side
+/// (a namespace's publish check, a [`Room`](crate::Room) handle), delivered by the hub.
+pub(crate) struct Publication {
+    /// The `message` frame, JSON text.
+    pub(crate) text: String,
+    /// Hands the typed message to the room's server-side subscribers; `None` when the
+    /// room has none (the message is then not kept).
+    pub(crate) typed: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl fmt::Debug for Publication {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publication")
+            .field("len", &self.text.len())
+            .field("typed", &self.typed.is_some())
+            .finish()
     }
-    Ok(delivered)
+}
+
+impl Publication {
+    /// Encodes `msg`, published to `room` by `from` (`None`: the server).
+    pub(crate) fn encode<M: RoomMessage>(
+        room: &RoomState,
+        from: Option<&str>,
+        msg: M,
+    ) -> serde_json::Result<Self> {
+        let text = protocol::try_encode_message(&room.name, from, &msg)?;
+        let typed = room.typed_sender::<M>().map(|tx| {
+            let delivery = Delivery {
+                room: room.name.clone(),
+                from: from.map(Arc::from),
+                data: msg,
+            };
+            Box::new(move || {
+                // An error means every subscriber left meanwhile: nobody to tell.
+                let _ = tx.send(delivery);
+            }) as Box<dyn FnOnce() + Send>
+        });
+        Ok(Publication { text, typed })
+    }
+}
+
+/// What one fan-out did: how many connections the message was queued for, and the
+/// members whose queue was full (slow consumers, for the hub to close).
+#[derive(Debug, Default)]
+pub(crate) struct Fanout {
+    pub(crate) delivered: usize,
+    pub(crate) slow: Vec<(u64, Outbound)>,
 }
 
 /// The connections in a room. Held in a std `RwLock`: publishes (the hot path) only
@@ -106,33 +134,42 @@ impl RoomState {
     }
 
     /// Queues `msg` for every member without waiting for any of them. A member whose
-    /// queue is full is a slow consumer: it is closed with 1013 and removed from its
-    /// rooms (after the read lock is released), and the others are not slowed.
-    pub(crate) fn broadcast(&self, hub: &Hub, msg: &PreparedMessage) -> usize {
-        let mut delivered = 0;
-        let mut slow = Vec::new();
-        {
-            let members = self.members();
-            for (&conn_id, out) in &members.conns {
-                match out.try_send(msg) {
-                    Ok(()) => delivered += 1,
-                    Err(SendError::Full) => slow.push((conn_id, out.clone())),
-                    Err(SendError::Closed) => {}
-                }
+    /// queue is full is a slow consumer: it is returned for the caller to close (with
+    /// 1013), and the others are not slowed.
+    pub(crate) fn broadcast(&self, msg: &PreparedMessage) -> Fanout {
+        let mut fanout = Fanout::default();
+        let members = self.members();
+        for (&conn_id, out) in &members.conns {
+            match out.try_send(msg) {
+                Ok(()) => fanout.delivered += 1,
+                Err(SendError::Full) => fanout.slow.push((conn_id, out.clone())),
+                Err(SendError::Closed) => {}
             }
         }
-        for (conn_id, out) in slow {
-            hub.close_slow_consumer(conn_id, &out);
-        }
-        delivered
+        fanout
     }
 
-    /// Sends a presence diff to every member (call with the presence lock held, so
-    /// diffs and snapshot replies keep their order).
-    pub(crate) fn broadcast_diff(&self, hub: &Hub, diff: &PresenceDiff) {
-        let text = protocol::encode_presence_diff(&self.name, diff);
-        let prepared = hub.prepare(text);
-        self.broadcast(hub, &prepared);
+    /// The channel to server-side subscribers of type `M`, if any is listening.
+    fn typed_sender<M: RoomMessage>(&self) -> Option<broadcast::Sender<Delivery<M>>> {
+        let tx = self.typed_tx.get()?;
+        let tx = tx.downcast_ref::<broadcast::Sender<Delivery<M>>>()?;
+        (tx.receiver_count() > 0).then(|| tx.clone())
+    }
+
+    /// A server-side subscription to this room's messages of type `M` (the
+    /// namespace's type, checked by the caller).
+    pub(crate) fn subscribe<M: RoomMessage>(self: &Arc<Self>) -> RoomSubscription<M> {
+        let tx = self.typed_tx.get_or_init(|| {
+            let (tx, _) = broadcast::channel::<Delivery<M>>(TYPED_CHANNEL_CAPACITY);
+            Box::new(tx)
+        });
+        let tx = tx
+            .downcast_ref::<broadcast::Sender<Delivery<M>>>()
+            .expect("Hub::room checked the namespace type");
+        RoomSubscription {
+            rx: tx.subscribe(),
+            _room: self.clone(),
+        }
     }
 
     pub(crate) fn snapshot(&self) -> Presence {
@@ -165,119 +202,6 @@ impl<M> Delivery<M> {
             room: room.into(),
             from: from.map(Arc::from),
             data,
-        }
-    }
-}
-
-/// A typed handle on one room, from [`Hub::room`]. Cheap to clone.
-pub struct Room<M> {
-    hub: Hub,
-    state: Arc<RoomState>,
-    _m: PhantomData<fn() -> M>,
-}
-
-impl<M> Clone for Room<M> {
-    fn clone(&self) -> Self {
-        Room {
-            hub: self.hub.clone(),
-            state: self.state.clone(),
-            _m: PhantomData,
-        }
-    }
-}
-
-impl<M> fmt::Debug for Room<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Room")
-            .field("name", &self.state.name)
-            .field("type", &std::any::type_name::<M>())
-            .finish()
-    }
-}
-
-impl<M: RoomMessage> Room<M> {
-    pub(crate) fn new(hub: Hub, state: Arc<RoomState>) -> Self {
-        Room {
-            hub,
-            state,
-            _m: PhantomData,
-        }
-    }
-
-    /// The room's name.
-    pub fn name(&self) -> &str {
-        &self.state.name
-    }
-
-    /// Publishes `msg` from the server (`"from": null` on the wire) to every member and
-    /// server-side subscriber. Returns the number of connections it was queued for. The
-    /// namespace's publish hook does not run for server publishes.
-    pub fn publish(&self, msg: M) -> crate::Result<usize> {
-        publish_typed(&self.hub, &self.state, None, msg).map_err(crate::Error::Encode)
-    }
-
-    /// Publishes `msg` in the name of user `from`.
-    pub fn publish_as(&self, from: &str, msg: M) -> crate::Result<usize> {
-        publish_typed(&self.hub, &self.state, Some(from), msg).map_err(crate::Error::Encode)
-    }
-
-    /// Who is in the room now.
-    pub fn presence(&self) -> Presence {
-        self.state.snapshot()
-    }
-
-    /// How many connections are in the room.
-    pub fn member_count(&self) -> usize {
-        self.state.members().conns.len()
-    }
-
-    /// The room's name, namespace, and connection and user counts, read together (as
-    /// [`Hub::rooms`] reports them). O(1).
-    pub fn info(&self) -> RoomInfo {
-        RoomInfo::of(&self.state)
-    }
-
-    /// The connections in the room now, each with its user, address and rooms, ordered
-    /// by connection id (oldest first).
-    ///
-    /// Cost: O(members × rooms per member). The member list is copied under the room's
-    /// read lock, which is then released before each connection is looked up, so a
-    /// publish to this room or a join is held up only by that copy.
-    pub fn connections(&self) -> Vec<ConnectionInfo> {
-        self.hub.connection_infos(self.member_ids())
-    }
-
-    /// The users with a connection in the room now (a user with several tabs appears
-    /// once), sorted by id. With presence on these are the users of
-    /// [`presence`](Self::presence); this also works in namespaces without presence.
-    /// Cost as [`connections`](Self::connections), without the rooms.
-    pub fn users(&self) -> Vec<String> {
-        let users: BTreeSet<String> = self
-            .hub
-            .connection_infos(self.member_ids())
-            .into_iter()
-            .map(|c| c.user_id)
-            .collect();
-        users.into_iter().collect()
-    }
-
-    /// The members' connection ids, sorted, copied under the read lock.
-    fn member_ids(&self) -> BTreeSet<u64> {
-        self.state.members().conns.keys().copied().collect()
-    }
-
-    /// A server-side stream of the room's messages (for bots, logging, bridges).
-    pub fn subscribe(&self) -> RoomSubscription<M> {
-        let tx = self.state.typed_tx.get_or_init(|| {
-            let (tx, _) = broadcast::channel::<Delivery<M>>(TYPED_CHANNEL_CAPACITY);
-            Box::new(tx)
-        });
-        let tx = tx
-            .downcast_ref::<broadcast::Sender<Delivery<M>>>()
-            .expect("Hub::room checked the namespace type");
-        RoomSubscription {
-            rx: tx.subscribe(),
-            _room: self.state.clone(),
         }
     }
 }

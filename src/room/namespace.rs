@@ -10,11 +10,10 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{RoomState, publish_typed};
+use super::{Publication, RoomState};
+use crate::BoxFuture;
 use crate::auth::Identity;
-use crate::hub::Hub;
 use crate::protocol::ErrorCode;
-use crate::rpc::BoxFuture;
 
 /// What a room's message type must be: a serde type that can cross threads.
 ///
@@ -275,29 +274,27 @@ pub(crate) trait ErasedNamespace: Send + Sync {
     fn options(&self) -> &NamespaceOptions;
     fn type_id(&self) -> TypeId;
     fn type_name(&self) -> &'static str;
-    /// Decodes a client publish into the namespace type, runs the hook, and publishes
-    /// it. Returns the number of connections it was queued for.
+    /// Decodes a client publish into the namespace type, runs the hook, and encodes the
+    /// result for the hub to deliver.
     fn client_publish(
         &self,
-        hub: &Hub,
         room: &RoomState,
         ctx: &PublishContext<'_>,
         data: serde_json::Value,
-    ) -> Result<usize, Refusal>;
+    ) -> Result<Publication, Refusal>;
     /// Whether client publishes go through an async hook, so must be queued
     /// ([`client_publish_async`](Self::client_publish_async)) rather than published at
     /// once ([`client_publish`](Self::client_publish)).
     fn has_async_hook(&self) -> bool;
     /// [`client_publish`](Self::client_publish) with the async hook: a future that
-    /// decodes, awaits the hook, checks the size and publishes. Nothing happens until
-    /// it is polled, so a queue of them runs in order.
+    /// decodes, awaits the hook, checks the size and encodes. Nothing happens until it
+    /// is polled, so a queue of them runs in order.
     fn client_publish_async(
         &self,
-        hub: Hub,
         room: Arc<RoomState>,
         ctx: AsyncPublishContext,
         data: serde_json::Value,
-    ) -> BoxFuture<Result<usize, Refusal>>;
+    ) -> BoxFuture<Result<Publication, Refusal>>;
 }
 
 struct TypedNamespace<M> {
@@ -318,11 +315,10 @@ impl<M: RoomMessage> ErasedNamespace for TypedNamespace<M> {
     }
     fn client_publish(
         &self,
-        hub: &Hub,
         room: &RoomState,
         ctx: &PublishContext<'_>,
         data: serde_json::Value,
-    ) -> Result<usize, Refusal> {
+    ) -> Result<Publication, Refusal> {
         let msg = decode::<M>(data)?;
         let msg = match &self.hook {
             Some(Hook::Sync(hook)) => {
@@ -340,7 +336,7 @@ impl<M: RoomMessage> ErasedNamespace for TypedNamespace<M> {
             }
             None => msg,
         };
-        publish_typed(hub, room, Some(&ctx.identity.user_id), msg)
+        Publication::encode(room, Some(&ctx.identity.user_id), msg)
             .map_err(|e| Refusal::invalid(format!("cannot encode message: {e}")))
     }
 
@@ -350,11 +346,10 @@ impl<M: RoomMessage> ErasedNamespace for TypedNamespace<M> {
 
     fn client_publish_async(
         &self,
-        hub: Hub,
         room: Arc<RoomState>,
         ctx: AsyncPublishContext,
         data: serde_json::Value,
-    ) -> BoxFuture<Result<usize, Refusal>> {
+    ) -> BoxFuture<Result<Publication, Refusal>> {
         let hook = self.hook.clone();
         let max_payload = self.options.max_payload;
         Box::pin(async move {
@@ -379,7 +374,7 @@ impl<M: RoomMessage> ErasedNamespace for TypedNamespace<M> {
                 }
                 None => msg,
             };
-            publish_typed(&hub, &room, Some(&user.user_id), msg)
+            Publication::encode(&room, Some(&user.user_id), msg)
                 .map_err(|e| Refusal::invalid(format!("cannot encode message: {e}")))
         })
     }

@@ -13,15 +13,17 @@ mod conn;
 pub(crate) mod deflate;
 mod frame;
 pub mod handshake;
+mod message;
 mod prepared;
 mod utf8;
 
 pub use bytes::Bytes;
 pub use config::WsConfig;
 pub(crate) use conn::{CloseRecord, clip_close_reason};
-pub use conn::{Message, Outbound, Role, SendError, WebSocket};
+pub use conn::{Outbound, SendError, WebSocket};
 pub use deflate::DeflateParams;
 pub(crate) use frame::close_code_is_valid as close_code_is_sendable;
+pub use message::{Message, Role};
 // The client side at the engine's top level too, where a client looks first.
 pub use handshake::{ClientConfig, client_handshake, connect};
 pub use prepared::PreparedMessage;

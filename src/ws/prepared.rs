@@ -6,9 +6,9 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use tungstenite::protocol::frame::coding::OpCode;
 
-use super::conn::Message;
 use super::deflate;
 use super::frame::{self, BINARY, TEXT};
+use super::message::Message;
 
 /// Window sizes permessage-deflate can negotiate for the server (9..=15 bits).
 const WINDOWS: usize = 7;

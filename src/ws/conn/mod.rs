@@ -13,14 +13,13 @@
 //! bounds that flush together with the closing handshake, so a peer that stops reading
 //! cannot hold a closing connection.
 
-mod message;
 mod outbound;
 mod read;
 #[cfg(test)]
 mod tests;
 mod write;
 
-pub use message::{Message, Role};
+use super::message::{Message, Role};
 pub(crate) use outbound::{CloseRecord, clip_close_reason};
 pub use outbound::{Outbound, SendError};
 

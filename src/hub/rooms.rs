@@ -1,6 +1,7 @@
-//! One place for membership: joining a connection to a room and taking it out again,
-//! with the room's members, its presence and the connection's own room list kept in
-//! step. The session (a client's `join` and `leave`), the server-side API
+//! One place for membership and fan-out: joining a connection to a room and taking it
+//! out again, with the room's members, its presence and the connection's own room list
+//! kept in step; and delivering what is published to a room ([`Hub::publish`]), with
+//! the slow consumers a fan-out finds closed here, not by the room. The session (a client's `join` and `leave`), the server-side API
 //! ([`Connection::join`](crate::Connection::join), [`Hub::join_user`],
 //! [`Hub::remove_user_from_rooms`]) and disconnects all go through here, so a join from
 //! Rust produces exactly the presence and diffs of a join from a client.
@@ -16,8 +17,8 @@ use serde_json::{Value, json};
 
 use super::{ConnEntry, Hub};
 use crate::protocol::{self, ErrorCode, quote};
-use crate::room::RoomState;
-use crate::ws::SendError;
+use crate::room::{Publication, RoomState};
+use crate::ws::{CloseCode, Outbound, SendError};
 
 /// Why a server-side join or leave ([`Connection::join`](crate::Connection::join),
 /// [`Hub::join_user`], [`Connection::leave`](crate::Connection::leave)) did not happen.
@@ -147,7 +148,7 @@ impl Hub {
             }
             if options.presence {
                 // Server fields, stamped next to the client's own meta.
-                let mut stamped = crate::presence::PresenceMeta::new(entry.id, meta)
+                let mut stamped = crate::protocol::PresenceMeta::new(entry.id, meta)
                     .with_name(entry.identity.name.clone());
                 if let Some(info) = self
                     .0
@@ -272,12 +273,62 @@ impl Hub {
     }
 
     /// Queues one server message for `entry`; a connection whose queue is full is a slow
-    /// consumer like any other (closed with 1013).
+    /// consumer like any other (closed with 1013). May be called with a room's lock
+    /// held (join replies are sent under the presence lock).
     pub(crate) fn send_text_to(&self, entry: &ConnEntry, text: String) {
         let msg = self.prepare(text);
         if let Err(SendError::Full) = entry.outbound.try_send(&msg) {
             self.close_slow_consumer(entry.id, &entry.outbound);
         }
+    }
+
+    /// Delivers `publication` to every member of `room` and its server-side
+    /// subscribers: encoded once, queued without waiting for anyone, slow consumers
+    /// closed. Returns how many connections it was queued for. The one fan-out path:
+    /// client publishes and publishes from Rust both come here.
+    pub(crate) fn publish(&self, room: &RoomState, publication: Publication) -> usize {
+        let prepared = self.prepare(publication.text);
+        let fanout = room.broadcast(&prepared);
+        self.drop_slow_consumers(fanout.slow);
+        if let Some(typed) = publication.typed {
+            typed();
+        }
+        fanout.delivered
+    }
+
+    /// Closes the slow consumers a fan-out found (1013) and takes them out of their
+    /// rooms at once. Call with no room lock held: leaving takes those locks.
+    pub(crate) fn drop_slow_consumers(&self, slow: Vec<(u64, Outbound)>) {
+        for (conn_id, out) in slow {
+            if self.close_slow(conn_id, &out) {
+                self.disconnect(conn_id);
+            }
+        }
+    }
+
+    /// [`drop_slow_consumers`](Self::drop_slow_consumers) for one connection, from a
+    /// caller that may hold a room's lock: the leaving runs in a fresh task. Without a
+    /// runtime (a send from a plain thread) the connection's own task leaves when its
+    /// closing handshake ends.
+    pub(crate) fn close_slow_consumer(&self, conn_id: u64, out: &Outbound) {
+        if self.close_slow(conn_id, out)
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let hub = self.clone();
+            rt.spawn(async move { hub.disconnect(conn_id) });
+        }
+    }
+
+    /// Closes a slow consumer with 1013, counted once. Returns whether this call
+    /// closed it (a connection closing already is left alone).
+    fn close_slow(&self, conn_id: u64, out: &Outbound) -> bool {
+        if out.is_closed() {
+            return false;
+        }
+        out.close(CloseCode::Again, "slow consumer");
+        self.0.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(conn_id, "closed slow consumer (1013)");
+        true
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::hub::Hub;
+use super::Hub;
 use crate::ws::CloseCode;
 
 /// Token expiries to watch, ordered by time.

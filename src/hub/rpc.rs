@@ -11,20 +11,17 @@
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::Hub;
+use crate::BoxFuture;
 use crate::auth::Identity;
-use crate::hub::Hub;
 use crate::protocol::{self, ErrorCode};
 use crate::room::Refusal;
-
-/// A boxed, sendable future: what erased handlers and hooks return.
-pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// What an RPC handler knows about its caller.
 ///
