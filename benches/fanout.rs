@@ -88,7 +88,7 @@ fn fanout(c: &mut Criterion) {
                         let target = subs.bytes_written() + per_publish;
                         let m = msg.clone();
                         let start = Instant::now();
-                        let delivered = room.publish(m).unwrap();
+                        let delivered = room.publish(m).await.unwrap().delivered;
                         timed += start.elapsed();
                         assert_eq!(delivered, n);
                         // Untimed: every subscriber writes the frame out.

@@ -22,19 +22,20 @@
 //! | `GET /articles` | `{"articles": [..]}`, newest first (the last 100 are kept) |
 //! | `GET /ws` | the hub: anyone may join `news:latest`; only the server publishes there |
 //!
-//! Each accepted article is kept in memory and published, typed, to the room
-//! `news:latest` of the server-publish-only namespace `news`: a client's publish there
-//! is refused with `forbidden`. The page loads `GET /articles` when it starts and after
-//! every reconnect (until rooms keep a history a late joiner can ask for), then shows
-//! new articles as they are published.
+//! Each accepted article is published, typed, to the room `news:latest` of the
+//! server-publish-only namespace `news` (a client's publish there is refused with
+//! `forbidden`), whose history keeps the last 100 for a day. The page asks for that
+//! history when it joins, and after a reconnect recovers what it missed (or, told
+//! `recovered: false`, reloads the history), then shows new articles as they are
+//! published. `GET /articles` lists the same history, for other HTTP clients.
 
 #[path = "common/mod.rs"]
 mod common;
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -46,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use wshub::{Hub, Namespace, Room};
+use wshub::{HistoryLimits, Hub, Namespace, Room};
 
 use common::{ApiError, asset};
 pub use common::{TlsChoice, TlsInfo};
@@ -163,23 +164,22 @@ fn valid_url(url: &str) -> Result<String, ApiError> {
     Ok(url.to_owned())
 }
 
-/// The articles: the last [`KEPT`] in memory, and the room they are published to.
-/// Cheap to clone.
+/// The articles: the room they are published to, whose history (the last [`KEPT`])
+/// is also what `GET /articles` lists. Cheap to clone.
 #[derive(Clone)]
 pub struct Articles(Arc<ArticlesInner>);
 
 struct ArticlesInner {
     room: Room<Article>,
-    /// Newest last. A std mutex: held for a push and a publish, which never waits (the
-    /// hub queues each subscriber's copy without blocking), never across an `.await`.
-    /// Publishing under it keeps ids and publication in the same order.
-    kept: Mutex<(u64, VecDeque<Article>)>,
+    /// The last id given. An async mutex held across the publish, so ids and the
+    /// room's `seq`s come in the same order.
+    last_id: tokio::sync::Mutex<u64>,
 }
 
 impl std::fmt::Debug for Articles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Articles")
-            .field("kept", &self.kept().1.len())
+            .field("room", &self.0.room.name())
             .finish()
     }
 }
@@ -191,39 +191,37 @@ impl Articles {
             .expect("the news namespace carries Article");
         Articles(Arc::new(ArticlesInner {
             room,
-            kept: Mutex::new((0, VecDeque::with_capacity(KEPT))),
+            last_id: tokio::sync::Mutex::new(0),
         }))
     }
 
-    fn kept(&self) -> std::sync::MutexGuard<'_, (u64, VecDeque<Article>)> {
-        self.0.kept.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Stores `new` and publishes it to [`ROOM`]; returns it as published.
-    pub fn publish(&self, new: NewArticle) -> Article {
-        let mut kept = self.kept();
-        kept.0 += 1;
+    /// Publishes `new` to [`ROOM`] (stored in its history); returns it as published.
+    pub async fn publish(&self, new: NewArticle) -> wshub::Result<Article> {
+        let mut last_id = self.0.last_id.lock().await;
         let article = Article {
-            id: kept.0,
+            id: *last_id + 1,
             title: new.title,
             body: new.body,
             url: new.url,
             published_at: common::now_ms(),
         };
-        if kept.1.len() == KEPT {
-            kept.1.pop_front();
-        }
-        kept.1.push_back(article.clone());
-        if let Err(e) = self.0.room.publish(article.clone()) {
-            // Only a type that fails to serialize could; Article cannot.
-            tracing::error!(error = %e, "cannot publish an article");
-        }
-        article
+        self.0.room.publish(article.clone()).await?;
+        *last_id += 1;
+        Ok(article)
     }
 
-    /// The kept articles, newest first.
-    pub fn list(&self) -> Vec<Article> {
-        self.kept().1.iter().rev().cloned().collect()
+    /// The kept articles (the room's history), newest first.
+    pub async fn list(&self) -> wshub::Result<Vec<Article>> {
+        let mut articles: Vec<Article> = self
+            .0
+            .room
+            .history(KEPT)
+            .await?
+            .into_iter()
+            .map(|entry| entry.data)
+            .collect();
+        articles.reverse();
+        Ok(articles)
     }
 }
 
@@ -321,7 +319,10 @@ pub async fn start(listener: TcpListener, options: NewsOptions) -> io::Result<Ne
                 // Clients read; only this server writes.
                 .server_only()
                 // Readers do not need to see each other.
-                .presence(false),
+                .presence(false)
+                // The room's history is the list of articles: the last KEPT, for a
+                // day. A page that loads or reconnects fills itself from it.
+                .history(HistoryLimits::new(KEPT, Duration::from_secs(24 * 3600))),
         )
         .build();
     let articles = Articles::new(&hub);
@@ -368,14 +369,30 @@ async fn post_article(
     }
     .await;
     match result {
-        Ok(new) => (StatusCode::CREATED, axum::Json(articles.publish(new))).into_response(),
+        Ok(new) => match articles.publish(new).await {
+            Ok(article) => (StatusCode::CREATED, axum::Json(article)).into_response(),
+            Err(e) => unavailable(e),
+        },
         Err(e) => e.into_response(),
     }
 }
 
+/// 503 when the history store failed (it cannot with the in-memory default).
+fn unavailable(e: wshub::Error) -> Response {
+    tracing::error!(error = %e, "history unavailable");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({ "error": e.to_string() })),
+    )
+        .into_response()
+}
+
 /// `GET /articles`.
 async fn list_articles(State(articles): State<Articles>) -> Response {
-    axum::Json(json!({ "articles": articles.list() })).into_response()
+    match articles.list().await {
+        Ok(list) => axum::Json(json!({ "articles": list })).into_response(),
+        Err(e) => unavailable(e),
+    }
 }
 
 #[tokio::main]

@@ -41,6 +41,10 @@ pub enum Error {
     /// A message could not be serialized to JSON (its `Serialize` impl failed).
     #[error("cannot encode message: {0}")]
     Encode(#[source] serde_json::Error),
+    /// A store the hub depends on (room history) failed or is unreachable; nothing was
+    /// published. Clients get the `unavailable` error code for the same failure.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl Error {

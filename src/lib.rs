@@ -212,6 +212,7 @@ pub mod auth;
 #[doc(hidden)]
 pub mod bench_support;
 pub mod error;
+pub mod history;
 mod hub;
 pub mod net;
 mod presence;
@@ -236,13 +237,14 @@ pub use auth::{
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub use auth::{JwtAuth, JwtKeyError};
 pub use error::{Error, Result};
-pub use hub::Room;
+pub use history::{HistoryLimits, HistoryStore, MemoryHistory};
 pub use hub::{CloseInfo, CloseInitiator, Connection, MembershipError};
 pub use hub::{ConnectionInfo, RoomInfo};
+pub use hub::{HistoryEntry, Published, Room};
 pub use hub::{Hub, HubBuilder, HubConfig, HubStats, RoomError, default_room_name_char};
 pub use hub::{RpcContext, RpcError};
 pub use net::{AddrGrouping, TrustedProxies};
-pub use protocol::{ErrorCode, Presence, PresenceDiff, PresenceMeta};
+pub use protocol::{ErrorCode, Presence, PresenceDiff, PresenceMeta, StreamPosition};
 pub use room::{
     AsyncPublishContext, Delivery, Namespace, NamespaceOptions, PublishContext, RecvError, Refusal,
     RoomMessage, RoomSubscription,

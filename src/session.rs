@@ -13,12 +13,13 @@ use tracing::Instrument;
 use crate::BoxFuture;
 use crate::auth::{Action, Identity};
 use crate::error::Error;
-use crate::hub::rooms::{JoinAck, MembershipError};
+use crate::history::HistoryError;
+use crate::hub::rooms::{JoinAck, MembershipError, Published, Replay};
 use crate::hub::rpc::{self, RpcContext};
 use crate::hub::{CloseInfo, ConnEntry, Connection, Hub};
 use crate::protocol::{self, ClientOp, ErrorCode, quote};
 use crate::rate::{SharedBucket, TokenBucket};
-use crate::room::{AsyncPublishContext, PublishContext, Refusal};
+use crate::room::{AsyncPublishContext, PublishContext};
 use crate::ws::{CloseCode, Message, Outbound, WebSocket};
 
 /// An error reply: code and message.
@@ -82,7 +83,14 @@ async fn serve<S>(
     run_connect_hook(&hub, &mut ws, &entry).await;
     let result = loop {
         match ws.recv().await {
-            Ok(Some(msg)) => session.handle(msg),
+            Ok(Some(msg)) => {
+                // Ops that wait (a join reading history, a publish appending to it)
+                // come back as a boxed future: the connection's future stays small
+                // while idle, and input is read again once the op is done.
+                if let Some(op) = session.handle(msg) {
+                    op.await;
+                }
+            }
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),
         }
@@ -180,7 +188,7 @@ struct Publisher {
 /// One queued publish: the future that runs the hook and publishes, and what is
 /// owed to the client.
 struct PublishJob {
-    publish: BoxFuture<Result<usize, Refusal>>,
+    publish: BoxFuture<Result<Published, OpError>>,
     reply: Reply,
     _permit: OwnedSemaphorePermit,
 }
@@ -234,12 +242,7 @@ async fn run_publisher(mut rx: mpsc::Receiver<PublishJob>) {
             reply,
             _permit,
         } = job;
-        let result = publish.await;
-        reply.send(
-            result
-                .map(|delivered| format!(r#"{{"delivered":{delivered}}}"#))
-                .map_err(|r| (r.code, r.message)),
-        );
+        reply.send(publish.await.map(|p| publish_reply(&p)));
     }
 }
 
@@ -281,7 +284,9 @@ impl Session {
             && self.host_bucket.as_ref().is_none_or(|b| b.lock().take())
     }
 
-    fn handle(&mut self, msg: Message) {
+    /// Handles one message from the client. Ops that must wait for the room's history
+    /// return a future that finishes them (and sends their reply).
+    fn handle(&mut self, msg: Message) -> Option<BoxFuture<()>> {
         // Once the connection is closing (flood, slow consumer, expiry), the engine
         // hands no more messages over (`WebSocket::recv`): no check of our own here.
         if !self.admit_message() {
@@ -292,14 +297,14 @@ impl Session {
                 // Leave the rooms now, as for an expired token: a flooder need not
                 // answer the close, and its presence must not outlive it.
                 self.hub.disconnect(self.entry.id);
-                return;
+                return None;
             }
             let id = msg.as_text().and_then(peek_id);
             self.reply(
                 id,
                 Err(err(ErrorCode::RateLimited, "too many messages, slow down")),
             );
-            return;
+            return None;
         }
         // A message that passes forgives a quarter of the strikes, not all of them: a
         // client that overflows now and then recovers quickly, but one that floods in
@@ -313,13 +318,13 @@ impl Session {
                     "binary frames are not part of wshub.v1; send JSON text",
                 )),
             );
-            return;
+            return None;
         };
         let op = match protocol::parse_client_op(text) {
             Ok(op) => op,
             Err(violation) => {
                 self.send_text(violation.encode());
-                return;
+                return None;
             }
         };
         let id = op.id();
@@ -327,7 +332,7 @@ impl Session {
             && let Err(e) = self.check_room_name(room)
         {
             self.reply(id, Err(e));
-            return;
+            return None;
         }
         if matches!(op, ClientOp::Join { .. } | ClientOp::Leave { .. }) && !self.membership.take() {
             let limit = self.hub.config().membership_rate_per_second;
@@ -338,15 +343,24 @@ impl Session {
                     format!("too many joins and leaves: at most {limit} per second"),
                 )),
             );
-            return;
+            return None;
         }
         let result = match op {
-            ClientOp::Join { room, meta, id } => {
-                // Answered by `join` itself, under the room's presence lock.
-                if let Err(e) = self.join(&room, meta, id) {
-                    self.reply(Some(id), Err(e));
-                }
-                return;
+            ClientOp::Join {
+                room,
+                meta,
+                id,
+                since,
+                history,
+            } => {
+                // Answered by the join itself, under the room's presence lock.
+                return match self.join(room, meta, id, Replay { since, history }) {
+                    Ok(join) => Some(join),
+                    Err(e) => {
+                        self.reply(Some(id), Err(e));
+                        None
+                    }
+                };
             }
             ClientOp::Leave { room, .. } => self.leave(&room),
             ClientOp::Publish {
@@ -356,21 +370,22 @@ impl Session {
                 id,
             } => match self.publish(&room, data, ephemeral, id) {
                 // Queued for an async hook: answered when it is done.
-                Ok(None) => return,
-                Ok(Some(delivered)) => Ok(json!({ "delivered": delivered })),
+                Ok(None) => return None,
+                // Stored and delivered by the future, which answers.
+                Ok(Some(publish)) => return Some(publish),
                 Err(e) => Err(e),
             },
             ClientOp::Call { method, data, id } => {
                 if let Err(e) = self.call(method, data, id) {
                     self.reply(Some(id), Err(e));
                 }
-                return;
+                return None;
             }
             ClientOp::Presence { room, id } => {
                 if let Err(e) = self.presence(&room, id) {
                     self.reply(Some(id), Err(e));
                 }
-                return;
+                return None;
             }
             #[allow(unreachable_patterns)]
             other => Err(err(
@@ -379,6 +394,7 @@ impl Session {
             )),
         };
         self.reply(id, result);
+        None
     }
 
     /// Refuses room names over the length limit or with characters the hub does not
@@ -409,25 +425,43 @@ impl Session {
         Ok(())
     }
 
-    /// Joins `room` and queues the reply (with the presence snapshot) itself, under
-    /// the room's presence lock, so no presence diff taken after the snapshot can
-    /// reach this connection before it. The membership itself is the hub's
-    /// (`hub/membership.rs`), shared with joins from the server.
-    fn join(&mut self, room: &str, meta: Option<Value>, id: u64) -> Result<(), OpError> {
+    /// Checks a join, and returns the future that joins `room` and queues the reply
+    /// (with the presence snapshot and the stream position), then the replay, itself:
+    /// under the room's presence lock, so no presence diff taken after the snapshot
+    /// can reach this connection before it, and with the room's turn, so the replay
+    /// meets the live stream exactly. The membership itself is the hub's
+    /// (`hub/rooms.rs`), shared with joins from the server.
+    fn join(
+        &mut self,
+        room: String,
+        meta: Option<Value>,
+        id: u64,
+        replay: Replay,
+    ) -> Result<BoxFuture<()>, OpError> {
         let hub = &self.hub;
-        if hub.namespace_of(room).is_none() {
-            return Err(membership_error(MembershipError::NotFound(room.to_owned())));
+        if hub.namespace_of(&room).is_none() {
+            return Err(membership_error(MembershipError::NotFound(room)));
         }
-        if !hub.authorize(&self.entry.identity, room, Action::Join) {
+        if !hub.authorize(&self.entry.identity, &room, Action::Join) {
             return Err(err(
                 ErrorCode::Forbidden,
-                format!("not allowed to join {}", quote(room)),
+                format!("not allowed to join {}", quote(&room)),
             ));
         }
         let meta = meta.unwrap_or_else(|| json!({}));
-        hub.join_conn(&self.entry, room, meta, JoinAck::Reply(id))
-            .map(drop)
-            .map_err(membership_error)
+        let hub = hub.clone();
+        let entry = self.entry.clone();
+        Ok(Box::pin(async move {
+            if let Err(e) = hub
+                .join_conn(&entry, &room, meta, JoinAck::Reply(id), replay)
+                .await
+            {
+                hub.send_text_to(
+                    &entry,
+                    protocol::encode_reply_err(id, e.code(), &e.to_string()),
+                );
+            }
+        }))
     }
 
     fn leave(&mut self, room: &str) -> Result<Value, OpError> {
@@ -437,15 +471,16 @@ impl Session {
         Ok(json!({}))
     }
 
-    /// Publishes a client's message: `Some(delivered)` when done at once, `None` when
-    /// queued for the namespace's async hook (the queue answers it).
+    /// Checks a client's publish (and runs the namespace's hook if it is not async):
+    /// `Some(future)` that stores, delivers and answers it; `None` when queued for the
+    /// namespace's async hook (the queue answers it).
     fn publish(
         &mut self,
         room: &str,
         data: Value,
         ephemeral: bool,
         id: Option<u64>,
-    ) -> Result<Option<usize>, OpError> {
+    ) -> Result<Option<BoxFuture<()>>, OpError> {
         let state = self.entry.rooms().get(room).cloned();
         let Some(state) = state else {
             return Err(match self.hub.namespace_of(room) {
@@ -495,9 +530,9 @@ impl Session {
             };
             let check = state.ns.client_publish_async(state.clone(), ctx, data);
             let hub = self.hub.clone();
-            let publish: BoxFuture<Result<usize, Refusal>> = Box::pin(async move {
-                let publication = check.await?;
-                Ok(hub.publish(&state, publication))
+            let publish: BoxFuture<Result<Published, OpError>> = Box::pin(async move {
+                let publication = check.await.map_err(|r| (r.code, r.message))?;
+                hub.publish(&state, publication).await.map_err(unavailable)
             });
             self.queue_publish(publish, id)?;
             return Ok(None);
@@ -511,14 +546,19 @@ impl Session {
             .ns
             .client_publish(&state, &ctx, data)
             .map_err(|r| (r.code, r.message))?;
-        Ok(Some(self.hub.publish(&state, publication)))
+        let reply = self.owed_reply(id);
+        let hub = self.hub.clone();
+        Ok(Some(Box::pin(async move {
+            let result = hub.publish(&state, publication).await;
+            reply.send(result.map(|p| publish_reply(&p)).map_err(unavailable));
+        })))
     }
 
     /// Queues a publish behind this connection's earlier ones that wait for an async
     /// hook, or refuses it when `max_pending_publishes` are waiting already.
     fn queue_publish(
         &mut self,
-        publish: BoxFuture<Result<usize, Refusal>>,
+        publish: BoxFuture<Result<Published, OpError>>,
         id: Option<u64>,
     ) -> Result<(), OpError> {
         let max = self.hub.config().max_pending_publishes;
@@ -610,6 +650,24 @@ impl Session {
         self.reply(Some(id), Ok(json!({ "presence": snapshot })));
         Ok(())
     }
+}
+
+/// A publish reply's `data`: how many it was queued for, and where it was stored.
+fn publish_reply(p: &Published) -> String {
+    match &p.position {
+        Some(pos) => format!(
+            r#"{{"delivered":{},"seq":{},"epoch":{}}}"#,
+            p.delivered,
+            pos.seq,
+            serde_json::to_string(&*pos.epoch).expect("a string encodes")
+        ),
+        None => format!(r#"{{"delivered":{}}}"#, p.delivered),
+    }
+}
+
+/// A history store failure as the client's reply.
+fn unavailable(e: HistoryError) -> OpError {
+    err(ErrorCode::Unavailable, e.to_string())
 }
 
 /// A membership failure as the client's reply: its code and message.

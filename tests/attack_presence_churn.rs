@@ -193,7 +193,9 @@ async fn presence_churn_is_coalesced_and_bounded_per_member() {
         .publish(common::hub::ChatMessage {
             text: "still here".into(),
         })
-        .unwrap();
+        .await
+        .unwrap()
+        .delivered;
     assert!(n > MEMBERS, "delivered to {n}");
     sleep(Duration::from_secs(1)).await;
     assert_eq!(slow_seen.messages.load(Ordering::Relaxed), 1);

@@ -249,9 +249,9 @@ async fn a_server_side_join_looks_like_a_client_join() {
 
     let mut bob = connect(&url, "bob").await;
     let bob_conn = hub.connection(id_of(&bob)).unwrap();
-    assert_eq!(bob_conn.join(ROOM), Ok(true));
+    assert_eq!(bob_conn.join(ROOM).await, Ok(true));
     assert_eq!(
-        bob_conn.join(ROOM),
+        bob_conn.join(ROOM).await,
         Ok(false),
         "joining twice changes nothing"
     );
@@ -303,13 +303,13 @@ async fn a_server_side_join_looks_like_a_client_join() {
         Err(MembershipError::NotJoined(ROOM.into()))
     );
     assert_eq!(
-        bob_conn.join("nope:x"),
+        bob_conn.join("nope:x").await,
         Err(MembershipError::NotFound("nope:x".into()))
     );
 
     // Every tab of a user at once.
     let mut ann2 = connect(&url, "ann").await;
-    assert_eq!(hub.join_user("ann", "chat:second"), Ok(2));
+    assert_eq!(hub.join_user("ann", "chat:second").await, Ok(2));
     for tab in [&mut ann, &mut ann2] {
         let mut m = tab.recv().await;
         while m["op"] == "message" && m["room"] == ROOM {
@@ -443,7 +443,9 @@ async fn a_ban_removes_the_user_from_their_current_rooms_at_once() {
         room.publish(ChatMessage {
             text: "after the ban".into()
         })
-        .unwrap(),
+        .await
+        .unwrap()
+        .delivered,
         1
     );
     assert_eq!(hub.user_connections("ann")[0].rooms, ["news:x"]);
@@ -502,6 +504,7 @@ async fn connection_data_from_the_connect_hook_is_seen_by_an_rpc() {
                 .data::<Tag>()
                 .ok_or_else(|| wshub::RpcError::not_found("no plan"))?;
             conn.join(ROOM)
+                .await
                 .map_err(|e| wshub::RpcError::internal(e.to_string()))?;
             Ok::<_, wshub::RpcError>(json!({ "plan": tag.0, "conn_id": conn.id().to_string() }))
         })

@@ -425,7 +425,9 @@ async fn client_publish_to_server_only_namespace_is_forbidden() {
         .publish(common::hub::Article {
             title: "real news".into(),
         })
-        .unwrap();
+        .await
+        .unwrap()
+        .delivered;
     assert_eq!(n, 2);
     for c in [&mut a, &mut b] {
         assert_eq!(
@@ -677,6 +679,7 @@ async fn persistent_flooding_closes_with_1008() {
         .publish(ChatMessage {
             text: "calm again".into(),
         })
+        .await
         .unwrap();
     for c in [&mut watcher, &mut newcomer] {
         assert_eq!(c.recv().await["data"]["text"], "calm again");
@@ -816,6 +819,7 @@ async fn publish_hook_refuses_and_transforms() {
         .publish(ChatMessage {
             text: "spam, from the server".into(),
         })
+        .await
         .unwrap();
     for c in [&mut ann, &mut bob] {
         let m = c.recv().await;

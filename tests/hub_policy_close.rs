@@ -221,6 +221,7 @@ async fn a_flood_of_200_frames_gets_its_replies_then_rate_limited_then_1008() {
         .publish(ChatMessage {
             text: "calm".into(),
         })
+        .await
         .unwrap();
     let mut texts = Vec::new();
     let mut presence = Vec::new();
@@ -314,7 +315,11 @@ async fn a_slow_consumer_that_reads_again_gets_its_queue_then_1013() {
     let text = |i: usize| format!("{i:05} {}", "x".repeat(4096));
     let mut queued = 0;
     loop {
-        let delivered = room.publish(ChatMessage { text: text(queued) }).unwrap();
+        let delivered = room
+            .publish(ChatMessage { text: text(queued) })
+            .await
+            .unwrap()
+            .delivered;
         if delivered == 0 {
             break;
         }
@@ -333,7 +338,9 @@ async fn a_slow_consumer_that_reads_again_gets_its_queue_then_1013() {
         room.publish(ChatMessage {
             text: "later".into()
         })
-        .unwrap(),
+        .await
+        .unwrap()
+        .delivered,
         0
     );
 
@@ -374,7 +381,9 @@ async fn a_peer_that_never_reads_is_dropped_within_the_close_timeout() {
         .publish(ChatMessage {
             text: "y".repeat(4096),
         })
+        .await
         .unwrap()
+        .delivered
         > 0
     {
         published += 1;
@@ -425,7 +434,11 @@ async fn token_expiry_delivers_the_queue_then_1008() {
     let room = hub.room::<ChatMessage>(ROOM).unwrap();
     let text = |i: usize| format!("{i:04} {}", "z".repeat(32 * 1024 - 100));
     for i in 0..COUNT {
-        let delivered = room.publish(ChatMessage { text: text(i) }).unwrap();
+        let delivered = room
+            .publish(ChatMessage { text: text(i) })
+            .await
+            .unwrap()
+            .delivered;
         assert_eq!(
             delivered, 1,
             "message {i} was not queued (the token expired before the test got here?)"

@@ -229,6 +229,7 @@ async fn axum_serves_http_routes_and_the_hub_on_one_port() {
         .publish(ChatMessage {
             text: "server".into(),
         })
+        .await
         .unwrap();
     assert_eq!(b.recv().await["data"]["text"], "server");
 
@@ -308,6 +309,7 @@ async fn axum_hub_shutdown_closes_sockets_but_not_the_app() {
         .publish(ChatMessage {
             text: "last".into(),
         })
+        .await
         .unwrap();
     assert!(hub.shutdown().await, "shutdown did not finish in time");
     let (texts, code) = reader.await.unwrap();
@@ -394,6 +396,7 @@ mod tls {
             .publish(ChatMessage {
                 text: "to all".into(),
             })
+            .await
             .unwrap();
         let m = recv_op(&mut ws).await;
         assert_eq!(
@@ -476,7 +479,9 @@ async fn shutdown_delivers_queued_messages_then_closes_with_1001() {
             .publish(ChatMessage {
                 text: format!("m{i}"),
             })
-            .unwrap();
+            .await
+            .unwrap()
+            .delivered;
         assert_eq!(delivered, 3);
     }
     assert!(hub.shutdown().await, "shutdown did not finish in time");

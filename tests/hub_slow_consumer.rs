@@ -289,7 +289,7 @@ async fn stalled_reader_is_closed_with_1013_and_the_others_get_everything() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let t = Instant::now();
-        let delivered = lobby.publish(message(published)).unwrap();
+        let delivered = lobby.publish(message(published)).await.unwrap().delivered;
         let took = t.elapsed();
         longest_publish = longest_publish.max(took);
         publishing += took;
@@ -319,7 +319,10 @@ async fn stalled_reader_is_closed_with_1013_and_the_others_get_everything() {
             "the stalled reader's queue never overflowed"
         );
     }
-    lobby.publish(ChatMessage { text: "end".into() }).unwrap();
+    lobby
+        .publish(ChatMessage { text: "end".into() })
+        .await
+        .unwrap();
     let overflow_at = overflow_at.unwrap();
     eprintln!(
         "overflow at message {overflow_at} (~{} KiB buffered for the stalled reader); \

@@ -157,7 +157,9 @@ async fn server_publish_reaches_clients_as_from_null() {
         .publish(ChatMessage {
             text: "from the server".into(),
         })
-        .unwrap();
+        .await
+        .unwrap()
+        .delivered;
     assert_eq!(delivered, 2);
     let expected = json!({
         "op": "message",
@@ -183,7 +185,9 @@ async fn server_publish_reaches_clients_as_from_null() {
                 text: "beep".into(),
             },
         )
-        .unwrap();
+        .await
+        .unwrap()
+        .delivered;
     assert_eq!(delivered, 2);
     for c in [&mut a, &mut b] {
         let m = c.recv().await;
@@ -198,7 +202,14 @@ async fn server_publish_reaches_clients_as_from_null() {
 
     // A publish to a room nobody joined is delivered to nobody (and is no error).
     let empty = hub.room::<ChatMessage>("chat:empty").unwrap();
-    assert_eq!(empty.publish(ChatMessage { text: "?".into() }).unwrap(), 0);
+    assert_eq!(
+        empty
+            .publish(ChatMessage { text: "?".into() })
+            .await
+            .unwrap()
+            .delivered,
+        0
+    );
     assert!(a.recv_nothing(Duration::from_millis(200)).await.is_none());
 }
 
@@ -259,7 +270,9 @@ async fn server_only_namespace_refuses_client_publishes() {
         news.publish(Article {
             title: "Rust 2024".into()
         })
-        .unwrap(),
+        .await
+        .unwrap()
+        .delivered,
         1
     );
     assert_eq!(

@@ -16,7 +16,7 @@ use wshub::{Connection, RpcContext, RpcError};
 async fn wshub_js_follows_server_joins_direct_sends_and_removals() {
     let hub = test_hub_builder()
         .on_connect(|conn: Connection| async move {
-            conn.join("chat:srv").expect("server-side join");
+            conn.join("chat:srv").await.expect("server-side join");
             conn.send(&json!({"kind": "notice", "text": "welcome aboard"}))
                 .expect("direct send");
         })

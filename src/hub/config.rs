@@ -98,6 +98,20 @@ pub struct HubConfig {
     /// checked one at a time, in order, so a slow hook makes them wait rather than
     /// overtake each other. Default: 16.
     pub max_pending_publishes: usize,
+    /// Bytes of stored messages the default in-memory history keeps across all rooms;
+    /// over it the oldest messages of any room go first. Ignored when the hub has a
+    /// store of its own ([`HubBuilder::history_store`](crate::HubBuilder::history_store)).
+    /// Default: 64 MiB (about 300,000 chat messages of 200 bytes).
+    pub history_budget: usize,
+    /// Most messages one recovering join (`since`) is sent; a client that missed more
+    /// gets `recovered: false` and refetches instead of being buried in a replay. A
+    /// recovery is also refused when its messages add up to more than half of the
+    /// connection's queue ([`ws`](Self::ws)'s `max_queued_bytes`), since it would
+    /// close the client as a slow consumer. Default: 1,000.
+    pub max_recovery: usize,
+    /// Most recent messages a join may ask for with `history`; more is capped, not
+    /// refused. Default: 100 (a page of chat).
+    pub max_join_history: usize,
     /// Presence changes (joins and leaves) are announced once per tick per room, as one
     /// `presence_diff` holding every change of the tick: N changes cost each member one
     /// message, and a user who joins and leaves within a tick costs nothing.
@@ -241,6 +255,9 @@ impl Default for HubConfig {
             rpc_timeout: Duration::from_secs(10),
             max_rpc_in_flight: 16,
             max_pending_publishes: 16,
+            history_budget: crate::history::MemoryHistory::DEFAULT_BUDGET,
+            max_recovery: 1_000,
+            max_join_history: 100,
             presence_tick: Duration::from_millis(100),
             presence_diff_budget: 4096,
             max_room_name_len: 128,

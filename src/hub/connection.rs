@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::rooms::{JoinAck, Joined, MembershipError};
+use super::rooms::{JoinAck, Joined, MembershipError, Replay};
 use super::{ConnEntry, ConnectionInfo, Hub, HubBuilder};
 use crate::auth::Identity;
 use crate::protocol;
@@ -244,23 +244,25 @@ impl Connection {
 
     /// Joins the connection to `room` from the server, with an empty presence meta:
     /// see [`join_with_meta`](Self::join_with_meta).
-    pub fn join(&self, room: &str) -> Result<bool, MembershipError> {
-        self.join_with_meta(room, json!({}))
+    pub async fn join(&self, room: &str) -> Result<bool, MembershipError> {
+        self.join_with_meta(room, json!({})).await
     }
 
     /// Joins the connection to `room` from the server, with presence `meta`, exactly as
     /// a client `join` would: the room's members get the same `presence_diff` on the
-    /// next tick, and the connection gets a `joined` message with the room's presence,
-    /// then the room's messages. Returns `Ok(false)` if it was in the room already
-    /// (nothing is sent then).
+    /// next tick, and the connection gets a `joined` message with the room's presence
+    /// and stream position, then the room's messages. Returns `Ok(false)` if it was in
+    /// the room already (nothing is sent then). Async because in a namespace with
+    /// history it reads the room's position (at once with the default in-memory store).
     ///
     /// The server decides: the authenticator's `authorize` is not asked. The room's
     /// and connection's limits apply (`max_subscribers`, `max_rooms_per_connection`,
     /// `max_presence_meta`), but not the client's join rate limit.
-    pub fn join_with_meta(&self, room: &str, meta: Value) -> Result<bool, MembershipError> {
+    pub async fn join_with_meta(&self, room: &str, meta: Value) -> Result<bool, MembershipError> {
         let joined = self
             .hub
-            .join_conn(&self.entry, room, meta, JoinAck::Joined)?;
+            .join_conn(&self.entry, room, meta, JoinAck::Joined, Replay::default())
+            .await?;
         Ok(joined == Joined::New)
     }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::json;
 
-use super::rooms::{JoinAck, Joined, MembershipError};
+use super::rooms::{JoinAck, Joined, MembershipError, Replay};
 use super::{ConnEntry, Hub};
 use crate::protocol;
 use crate::ws::{CloseCode, SendError};
@@ -44,14 +44,17 @@ impl Hub {
     /// If some connection cannot join (the room is full, it is in too many rooms) the
     /// others still do, and the first such error is returned. Connections that close
     /// meanwhile are skipped.
-    pub fn join_user(&self, user: &str, room: &str) -> Result<usize, MembershipError> {
+    pub async fn join_user(&self, user: &str, room: &str) -> Result<usize, MembershipError> {
         if self.namespace_of(room).is_none() {
             return Err(MembershipError::NotFound(room.to_owned()));
         }
         let mut joined = 0;
         let mut first_err = None;
         for entry in self.user_entries(user) {
-            match self.join_conn(&entry, room, json!({}), JoinAck::Joined) {
+            match self
+                .join_conn(&entry, room, json!({}), JoinAck::Joined, Replay::default())
+                .await
+            {
                 Ok(Joined::New) => joined += 1,
                 Ok(Joined::Already) | Err(MembershipError::Closed) => {}
                 Err(e) => {

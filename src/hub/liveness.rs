@@ -149,6 +149,7 @@ pub(crate) fn sweep(hub: &Hub) {
     }
     hub.prune_rooms();
     hub.prune_rate_limits();
+    hub.0.history.sweep();
 }
 
 #[cfg(test)]

@@ -27,14 +27,15 @@ pub use connection::{CloseInfo, CloseInitiator, Connection};
 pub(crate) use connection::{ConnectHook, DisconnectHook};
 pub use introspect::{ConnectionInfo, RoomInfo};
 pub(crate) use pending::{PendingGuard, PendingRefused};
-pub use rooms::MembershipError;
+pub use rooms::{MembershipError, Published};
 
 use crate::auth::{Action, AllowAnonymous, Authenticator, DynAuthenticator, Identity};
+use crate::history::{HistoryStore, MemoryHistory};
 use crate::rate::SharedBucket;
 use crate::room::{ErasedNamespace, Namespace, RoomMessage, RoomState};
 use crate::ws::{CloseCode, Message, Outbound, PreparedMessage};
 use liveness::Reaper;
-pub use room_handle::Room;
+pub use room_handle::{HistoryEntry, Room};
 use rpc::ErasedMethod;
 pub use rpc::{RpcContext, RpcError};
 
@@ -90,6 +91,13 @@ pub struct HubStats {
     /// zero once all have closed: the memory these limits cost follows the open
     /// connections, not the addresses ever seen.
     pub limit_entries: usize,
+    /// Rooms with a history stream in the store (rooms nobody is in count until their
+    /// history ages out).
+    pub history_rooms: usize,
+    /// Messages stored as history.
+    pub history_messages: usize,
+    /// Bytes of stored history (frames plus a small per-message overhead).
+    pub history_bytes: usize,
 }
 
 /// One connection as the hub sees it.
@@ -153,6 +161,8 @@ pub(crate) struct HubInner {
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown_tx: watch::Sender<bool>,
     pub(crate) reaper: Reaper,
+    /// Where room history lives ([`MemoryHistory`] unless the application gave a store).
+    pub(crate) history: Arc<dyn HistoryStore>,
     slow_consumers: AtomicU64,
     pub(crate) reaped: AtomicU64,
     pub(crate) expired: AtomicU64,
@@ -228,6 +238,7 @@ pub struct HubBuilder {
     on_connect: Option<ConnectHook>,
     on_disconnect: Option<DisconnectHook>,
     presence_info: Option<PresenceInfoFn>,
+    history: Option<Arc<dyn HistoryStore>>,
 }
 
 impl fmt::Debug for HubBuilder {
@@ -330,6 +341,15 @@ impl HubBuilder {
         self
     }
 
+    /// Where room history lives. Default: a [`MemoryHistory`] of
+    /// [`HubConfig::history_budget`] bytes, which a restart empties (clients then get
+    /// `recovered: false` with a new epoch). A store shared by several nodes (Redis)
+    /// goes here.
+    pub fn history_store(mut self, store: impl HistoryStore) -> Self {
+        self.history = Some(Arc::new(store));
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: HubConfig) -> Self {
         self.config = config;
@@ -345,8 +365,12 @@ impl HubBuilder {
     /// Builds the hub and starts its liveness sweep (needs a tokio runtime).
     pub fn build(self) -> Hub {
         let (shutdown_tx, _) = watch::channel(false);
+        let history = self.history.unwrap_or_else(|| {
+            Arc::new(MemoryHistory::new(self.config.history_budget)) as Arc<dyn HistoryStore>
+        });
         let hub = Hub(Arc::new(HubInner {
             reaper: Reaper::new(),
+            history,
             config: self.config,
             namespaces: self.namespaces,
             methods: self.methods,
@@ -455,6 +479,7 @@ impl Hub {
             on_connect: None,
             on_disconnect: None,
             presence_info: None,
+            history: None,
         }
     }
 
@@ -518,7 +543,11 @@ impl Hub {
 
     /// Counters.
     pub fn stats(&self) -> HubStats {
+        let history = self.0.history.usage();
         HubStats {
+            history_rooms: history.rooms,
+            history_messages: history.messages,
+            history_bytes: history.bytes,
             connections: self.0.conns.len(),
             rooms: self.0.rooms.len(),
             slow_consumers: self.0.slow_consumers.load(Ordering::Relaxed),

@@ -13,9 +13,12 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::{ConnEntry, Hub};
+use crate::history::{HistoryError, HistoryLimits, HistoryQuery, StoredMessage};
+use crate::protocol::StreamPosition;
 use crate::protocol::{self, ErrorCode, quote};
 use crate::room::{Publication, RoomState};
 use crate::ws::{CloseCode, Outbound, SendError};
@@ -56,6 +59,10 @@ pub enum MembershipError {
     /// The connection is closing or closed.
     #[error("connection closed")]
     Closed,
+    /// The room's history store failed or is unreachable (the value says how); the
+    /// join did not happen.
+    #[error("history unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl MembershipError {
@@ -69,6 +76,7 @@ impl MembershipError {
             MembershipError::MetaUnsafeChar(_) => ErrorCode::InvalidData,
             MembershipError::NotJoined(_) => ErrorCode::NotJoined,
             MembershipError::Closed => ErrorCode::BadRequest,
+            MembershipError::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 }
@@ -83,6 +91,28 @@ pub(crate) enum JoinAck {
     Joined,
 }
 
+/// What a join asks of the room's history (`PROTOCOL.md`, section 9).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Replay {
+    /// Recover every stored message after this position.
+    pub(crate) since: Option<StreamPosition>,
+    /// Send the last N stored messages (capped by `max_join_history`); also the
+    /// fallback when `since` cannot be recovered.
+    pub(crate) history: Option<u64>,
+}
+
+/// What a join read from the room's history, to send with its acknowledgement.
+#[derive(Debug, Default)]
+struct HistoryAck {
+    /// The stream position once `replay` has been sent (`None`: the namespace keeps
+    /// no history).
+    position: Option<StreamPosition>,
+    /// `Some` when the join asked to recover: whether everything after `since` follows.
+    recovered: Option<bool>,
+    /// The stored messages to send after the acknowledgement, in `seq` order.
+    replay: Vec<StoredMessage>,
+}
+
 /// Whether a join added the connection to the room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Joined {
@@ -92,15 +122,34 @@ pub(crate) enum Joined {
     Already,
 }
 
+/// What [`Room::publish`](crate::Room::publish) did: how many connections the message
+/// was queued for, and where it was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Published {
+    /// How many connections it was queued for.
+    pub delivered: usize,
+    /// Its position in the room's stream; `None` for an ephemeral message or a
+    /// namespace without history.
+    pub position: Option<StreamPosition>,
+}
+
 impl Hub {
-    /// Joins `entry` to `room` with presence `meta`, acknowledged as `ack` says. The
-    /// one join path: a client's `join` and every server-side join come here.
-    pub(crate) fn join_conn(
+    /// Joins `entry` to `room` with presence `meta`, acknowledged as `ack` says, with
+    /// the history `replay` asks for. The one join path: a client's `join` and every
+    /// server-side join come here.
+    ///
+    /// In a namespace with history the join takes the room's turn (see
+    /// [`RoomState::turn`]) before reading the store and keeps it until the replay is
+    /// queued: publishes wait meanwhile, so the replay and the live stream meet with
+    /// no gap and no duplicate.
+    pub(crate) async fn join_conn(
         &self,
         entry: &Arc<ConnEntry>,
         room: &str,
         meta: Value,
         ack: JoinAck,
+        replay: Replay,
     ) -> Result<Joined, MembershipError> {
         let ns = self
             .namespace_of(room)
@@ -110,20 +159,41 @@ impl Hub {
             return Err(MembershipError::Closed);
         }
         let max_rooms = self.config().max_rooms_per_connection;
-        let existing = {
+        {
             let rooms = entry.rooms();
             if rooms.len() >= max_rooms && !rooms.contains_key(room) {
                 return Err(MembershipError::TooManyRooms(max_rooms));
             }
-            rooms.get(room).cloned()
-        };
-        if let Some(state) = existing {
-            // Joining twice is harmless: a client is answered with the current presence;
-            // a server join changes nothing and says nothing.
-            self.ack_existing(entry, &state, ack);
-            return Ok(Joined::Already);
         }
         let state = self.room_state(room, ns);
+        let limits = state.ns.options().history;
+        // Held until the acknowledgement and replay are queued.
+        let _turn = match limits {
+            Some(_) => Some(state.turn.lock().await),
+            None => None,
+        };
+        let existing = entry.rooms().get(room).cloned();
+        if let Some(state) = existing {
+            // Joining twice is harmless: a client is answered with the current presence
+            // and position (nothing replayed); a server join changes nothing and says
+            // nothing.
+            if let JoinAck::Reply(_) = ack {
+                let history = self
+                    .read_history(&state, limits, &Replay::default())
+                    .await?;
+                self.ack_existing(entry, &state, ack, &history);
+            }
+            return Ok(Joined::Already);
+        }
+        let history = match self.read_history(&state, limits, &replay).await {
+            Ok(h) => h,
+            Err(e) => {
+                drop(_turn);
+                drop(state);
+                self.prune_room(room);
+                return Err(e);
+            }
+        };
         let options = state.ns.options();
         let announced = {
             let mut presence = state.presence_lock();
@@ -134,12 +204,13 @@ impl Hub {
                     // from the server) got here first.
                     drop(members);
                     drop(presence);
-                    self.ack_existing(entry, &state, ack);
+                    self.ack_existing(entry, &state, ack, &history);
                     return Ok(Joined::Already);
                 }
                 if members.conns.len() >= options.max_subscribers {
                     drop(members);
                     drop(presence);
+                    drop(_turn);
                     drop(state);
                     self.prune_room(room);
                     return Err(MembershipError::RoomFull(room.to_owned()));
@@ -160,13 +231,14 @@ impl Hub {
                 }
                 let announced = presence.join_entry(&entry.identity.user_id, stamped);
                 let snapshot = presence.snapshot_for_member(&entry.identity.user_id);
-                self.send_ack(entry, &state.name, Some(&snapshot), ack);
+                self.send_ack(entry, &state.name, Some(&snapshot), ack, &history);
                 announced
             } else {
-                self.send_ack(entry, &state.name, None, ack);
+                self.send_ack(entry, &state.name, None, ack, &history);
                 false
             }
         };
+        drop(_turn);
         // The connection's own list, unless it has left every room for good meanwhile
         // (it disconnected): checked under the list's lock, which `leave_all` holds when
         // it marks the connection gone, so either this insert is seen and undone by
@@ -191,34 +263,137 @@ impl Hub {
         Ok(Joined::New)
     }
 
+    /// Reads what a join needs from `room`'s history: its position, and the messages
+    /// `replay` asks for. Call with the room's turn held.
+    async fn read_history(
+        &self,
+        room: &RoomState,
+        limits: Option<HistoryLimits>,
+        replay: &Replay,
+    ) -> Result<HistoryAck, MembershipError> {
+        let Some(limits) = limits else {
+            // No history: nothing to recover from, and nothing to send.
+            return Ok(HistoryAck {
+                position: None,
+                recovered: replay.since.as_ref().map(|_| false),
+                replay: Vec::new(),
+            });
+        };
+        let store = &self.0.history;
+        let config = self.config();
+        let unavailable = |e: HistoryError| MembershipError::Unavailable(e.to_string());
+        let mut ack = HistoryAck::default();
+        if let Some(since) = &replay.since {
+            let read = store
+                .read(
+                    &room.name,
+                    HistoryQuery::After {
+                        since: since.clone(),
+                        max: config.max_recovery,
+                    },
+                    limits,
+                )
+                .await
+                .map_err(unavailable)?;
+            // A replay over half the connection's queue would close it as a slow
+            // consumer, and it would recover into the same close again: not a recovery.
+            let bytes: usize = read.messages.iter().map(|m| m.frame.payload().len()).sum();
+            let recovered = read.complete && bytes <= config.ws.max_queued_bytes / 2;
+            ack.recovered = Some(recovered);
+            ack.position = Some(read.position);
+            if recovered {
+                ack.replay = read.messages;
+                return Ok(ack);
+            }
+        }
+        let query = match replay.history {
+            Some(n) if n > 0 => HistoryQuery::Last(
+                usize::try_from(n)
+                    .unwrap_or(usize::MAX)
+                    .min(config.max_join_history),
+            ),
+            _ if ack.position.is_some() => return Ok(ack),
+            _ => HistoryQuery::Position,
+        };
+        let read = store
+            .read(&room.name, query, limits)
+            .await
+            .map_err(unavailable)?;
+        ack.position = Some(read.position);
+        ack.replay = read.messages;
+        Ok(ack)
+    }
+
     /// Acknowledges a join of a room `entry` is in already.
-    fn ack_existing(&self, entry: &ConnEntry, state: &RoomState, ack: JoinAck) {
+    fn ack_existing(
+        &self,
+        entry: &ConnEntry,
+        state: &RoomState,
+        ack: JoinAck,
+        history: &HistoryAck,
+    ) {
         if let JoinAck::Reply(_) = ack {
             let mut presence = state.presence_lock();
+            let history = HistoryAck {
+                position: history.position.clone(),
+                recovered: None,
+                replay: Vec::new(),
+            };
             if state.ns.options().presence {
                 let snapshot = presence.snapshot_for_member(&entry.identity.user_id);
-                self.send_ack(entry, &state.name, Some(&snapshot), ack);
+                self.send_ack(entry, &state.name, Some(&snapshot), ack, &history);
             } else {
-                self.send_ack(entry, &state.name, None, ack);
+                self.send_ack(entry, &state.name, None, ack, &history);
             }
         }
     }
 
+    /// Queues a join's acknowledgement, then its replay.
     fn send_ack(
         &self,
         entry: &ConnEntry,
         room: &str,
         presence: Option<&crate::Presence>,
         ack: JoinAck,
+        history: &HistoryAck,
     ) {
-        let text = match (ack, presence) {
-            (JoinAck::Reply(id), Some(p)) => {
-                protocol::encode_reply_ok(id, &json!({ "presence": p }))
-            }
-            (JoinAck::Reply(id), None) => protocol::encode_reply_ok(id, &json!({})),
-            (JoinAck::Joined, p) => protocol::encode_joined(room, p),
+        #[derive(Serialize)]
+        struct ReplyData<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            presence: Option<&'a crate::Presence>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            seq: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            epoch: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            recovered: Option<bool>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            replayed: Option<usize>,
+        }
+        let position = history.position.as_ref();
+        // The position the connection is at once the replay is in: the stream's,
+        // which is the last replayed message's (the turn is held, nothing newer).
+        let text = match ack {
+            JoinAck::Reply(id) => protocol::try_encode_reply_ok(
+                id,
+                &ReplyData {
+                    presence,
+                    seq: position.map(|p| p.seq),
+                    epoch: position.map(|p| &*p.epoch),
+                    recovered: history.recovered,
+                    replayed: position.map(|_| history.replay.len()),
+                },
+            )
+            .expect("a join reply always encodes"),
+            JoinAck::Joined => protocol::encode_joined(room, presence, position),
         };
         self.send_text_to(entry, text);
+        for msg in &history.replay {
+            if let Err(SendError::Full) = entry.outbound.try_send(&msg.frame) {
+                self.close_slow_consumer(entry.id, &entry.outbound);
+                break;
+            }
+        }
     }
 
     /// Takes `entry` out of `room`. With `notice`, the connection is told with a `left`
@@ -283,17 +458,52 @@ impl Hub {
     }
 
     /// Delivers `publication` to every member of `room` and its server-side
-    /// subscribers: encoded once, queued without waiting for anyone, slow consumers
-    /// closed. Returns how many connections it was queued for. The one fan-out path:
-    /// client publishes and publishes from Rust both come here.
-    pub(crate) fn publish(&self, room: &RoomState, publication: Publication) -> usize {
-        let prepared = self.prepare(publication.text);
-        let fanout = room.broadcast(&prepared);
+    /// subscribers: stored first (namespaces with history, unless ephemeral), encoded
+    /// once, queued without waiting for anyone, slow consumers closed. The one publish
+    /// path: client publishes and publishes from Rust both come here.
+    ///
+    /// In a namespace with history the room's turn is held from the append to the
+    /// fan-out, so members get stored messages in `seq` order (ephemeral ones take the
+    /// turn too, to keep a publisher's order). A store failure publishes nothing.
+    pub(crate) async fn publish(
+        &self,
+        room: &RoomState,
+        publication: Publication,
+    ) -> Result<Published, HistoryError> {
+        let Publication {
+            msg,
+            ephemeral,
+            typed,
+        } = publication;
+        let fanout;
+        let mut position = None;
+        match room.ns.options().history {
+            Some(limits) => {
+                let _turn = room.turn.lock().await;
+                let frame = if ephemeral {
+                    self.prepare(msg.frame(None))
+                } else {
+                    let level = self.config().ws.compression_level;
+                    let stored = self
+                        .0
+                        .history
+                        .append(&room.name, &msg, level, limits)
+                        .await?;
+                    position = Some(StreamPosition::new(stored.seq, stored.epoch));
+                    stored.frame
+                };
+                fanout = room.broadcast(&frame);
+            }
+            None => fanout = room.broadcast(&self.prepare(msg.frame(None))),
+        }
         self.drop_slow_consumers(fanout.slow);
-        if let Some(typed) = publication.typed {
+        if let Some(typed) = typed {
             typed();
         }
-        fanout.delivered
+        Ok(Published {
+            delivered: fanout.delivered,
+            position,
+        })
     }
 
     /// Closes the slow consumers a fan-out found (1013) and takes them out of their
@@ -372,6 +582,8 @@ fn is_unsafe_char(c: char) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::violation::diagnose;
-use super::{ProtocolViolation, ViolationKind};
+use super::{MAX_EPOCH_LEN, ProtocolViolation, StreamPosition, ViolationKind};
 
 /// An operation a client sends, one per text frame, tagged by its `op` field.
 ///
@@ -26,6 +26,15 @@ pub enum ClientOp {
         /// [`parse_client_op`] rejects anything else; the hub bounds its size.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         meta: Option<Value>,
+        /// Recover from this position: every stored message after it follows the reply
+        /// (`PROTOCOL.md`, section 9).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<StreamPosition>,
+        /// Send the room's last `history` stored messages after the reply (capped by
+        /// the hub), for a client with no position; also the fallback when `since`
+        /// cannot be recovered.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        history: Option<u64>,
     },
     /// `{"op":"leave","room":R,"id":N}`: unsubscribe from a room and leave its presence.
     Leave {
@@ -123,16 +132,24 @@ pub fn parse_client_op(text: &str) -> Result<ClientOp, ProtocolViolation> {
             // The type keeps `meta` a `Value` so the hub can store it as is; the
             // protocol still promises it is an object.
             if let ClientOp::Join {
-                id,
-                meta: Some(meta),
-                ..
+                id, meta, since, ..
             } = &op
             {
-                if !meta.is_object() {
+                if meta.as_ref().is_some_and(|m| !m.is_object()) {
                     return Err(ProtocolViolation::new(
                         ViolationKind::InvalidField,
                         Some(*id),
                         "`meta` must be an object",
+                    ));
+                }
+                if since
+                    .as_ref()
+                    .is_some_and(|p| p.epoch.chars().count() > MAX_EPOCH_LEN)
+                {
+                    return Err(ProtocolViolation::new(
+                        ViolationKind::InvalidField,
+                        Some(*id),
+                        format!("`since.epoch` is longer than {MAX_EPOCH_LEN} characters"),
                     ));
                 }
             }
@@ -156,6 +173,8 @@ mod tests {
                 room: "chat:lobby".into(),
                 id: 1,
                 meta: Some(json!({"status": "away"})),
+                since: None,
+                history: None,
             })
         );
         assert_eq!(
@@ -163,7 +182,9 @@ mod tests {
             Ok(ClientOp::Join {
                 room: "r".into(),
                 id: 2,
-                meta: None
+                meta: None,
+                since: None,
+                history: None,
             })
         );
         assert_eq!(
@@ -171,7 +192,9 @@ mod tests {
             ClientOp::Join {
                 room: "r".into(),
                 id: 2,
-                meta: None
+                meta: None,
+                since: None,
+                history: None,
             }
         );
         assert_eq!(
@@ -243,11 +266,15 @@ mod tests {
                 room: "a".into(),
                 id: u64::MAX,
                 meta: Some(json!({"k": [1, 2]})),
+                since: None,
+                history: None,
             },
             ClientOp::Join {
                 room: "a".into(),
                 id: 0,
                 meta: None,
+                since: None,
+                history: None,
             },
             ClientOp::Leave {
                 room: "é \" \\ 🦀".into(),

@@ -24,12 +24,46 @@ use serde_json::{Map, Value};
 pub use client::{ClientOp, parse_client_op};
 pub use presence::{Presence, PresenceDiff, PresenceMeta};
 pub use server::{
-    ServerMsg, encode_error, encode_joined, encode_left, encode_message, encode_presence_diff,
-    encode_reply_err, encode_reply_ok, encode_welcome, try_encode_direct, try_encode_message,
-    try_encode_reply_ok,
+    EncodedMessage, ServerMsg, encode_error, encode_joined, encode_left, encode_message,
+    encode_presence_diff, encode_reply_err, encode_reply_ok, encode_welcome, try_encode_direct,
+    try_encode_message, try_encode_reply_ok,
 };
 pub(crate) use server::{encode_reply_raw, encoded_len};
 pub use violation::{ProtocolViolation, ViolationKind};
+
+/// A position in a room's stream of stored messages (`PROTOCOL.md`, section 9): the
+/// `seq` of a message within the stream's `epoch`.
+///
+/// `seq` counts the stream's stored messages from 1 (0: none yet), with no gaps. The
+/// `epoch` changes whenever the store can no longer vouch for continuity (a restart of
+/// an in-memory store, a stream freed by age, a reset): positions of different epochs
+/// cannot be compared.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StreamPosition {
+    /// The message's number in its stream.
+    pub seq: u64,
+    /// The stream's epoch: an opaque string of at most [`MAX_EPOCH_LEN`] characters.
+    pub epoch: std::sync::Arc<str>,
+}
+
+impl StreamPosition {
+    /// The position `seq` in `epoch`.
+    pub fn new(seq: u64, epoch: impl Into<std::sync::Arc<str>>) -> Self {
+        StreamPosition {
+            seq,
+            epoch: epoch.into(),
+        }
+    }
+}
+
+impl fmt::Display for StreamPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.seq, self.epoch)
+    }
+}
+
+/// Longest `epoch` a client may send in a join's `since`, in characters.
+pub const MAX_EPOCH_LEN: usize = 64;
 
 /// The WebSocket subprotocol (`Sec-WebSocket-Protocol`) naming this version of the
 /// protocol. Clients should offer it; a future incompatible version gets a new name.
@@ -68,6 +102,9 @@ pub enum ErrorCode {
     /// The server failed while handling the request (a method that panicked, a
     /// response that could not be encoded); not the client's fault.
     Internal,
+    /// A store the server depends on (room history) failed or is unreachable: the op
+    /// did not happen; try again later.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -85,6 +122,7 @@ impl ErrorCode {
             ErrorCode::RoomFull => "room_full",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }
@@ -178,6 +216,7 @@ mod tests {
             ErrorCode::RoomFull,
             ErrorCode::Timeout,
             ErrorCode::Internal,
+            ErrorCode::Unavailable,
         ];
         for code in all {
             let json = serde_json::to_string(&code).unwrap();

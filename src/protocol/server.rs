@@ -6,6 +6,7 @@ use std::io;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::StreamPosition;
 use super::presence::{Presence, PresenceDiff};
 use super::{ErrorBody, ErrorCode, conn_id_string};
 
@@ -43,6 +44,13 @@ pub enum ServerMsg {
     Message {
         /// The room it was published to.
         room: String,
+        /// The message's place in the room's stream (section 9 of `PROTOCOL.md`);
+        /// absent for an ephemeral message or a room that keeps no history.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        /// The stream's epoch, with `seq`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
         /// The publisher's user id; `None` (`null`) for a message the application
         /// published from the server.
         from: Option<String>,
@@ -68,6 +76,12 @@ pub enum ServerMsg {
         /// keeps no presence.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         presence: Option<Presence>,
+        /// The room's stream position at the join, in a namespace with history.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        /// The stream's epoch, with `seq`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
     },
     /// The application took this connection out of a room from the server (not an
     /// answer to a client `leave`). Nothing more from the room follows.
@@ -96,6 +110,75 @@ impl ServerMsg {
     /// Parses one server text frame.
     pub fn parse(text: &str) -> Result<ServerMsg, serde_json::Error> {
         serde_json::from_str(text)
+    }
+}
+
+/// A room `message` encoded once, with a place left for its stream position: the hub
+/// encodes a publish before the history store has given it a `seq`, and the store
+/// (in memory or elsewhere) writes the frame for the position it assigns.
+///
+/// The frame is `{"op":"message","room":R,"seq":N,"epoch":E,"from":F,"data":D}`;
+/// without a position (ephemeral messages, rooms without history) the two fields are
+/// left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedMessage {
+    /// `{"op":"message","room":R` (no closing brace).
+    head: String,
+    /// `"from":F,"data":D}`.
+    tail: String,
+}
+
+impl EncodedMessage {
+    /// Encodes a message of `room` from `from` (`None`: the server). Fails only if the
+    /// payload's `Serialize` impl does.
+    pub fn new<T: Serialize + ?Sized>(
+        room: &str,
+        from: Option<&str>,
+        data: &T,
+    ) -> serde_json::Result<Self> {
+        #[derive(Serialize)]
+        struct Head<'a> {
+            op: &'static str,
+            room: &'a str,
+        }
+        #[derive(Serialize)]
+        struct Tail<'a, T: ?Sized> {
+            from: Option<&'a str>,
+            data: &'a T,
+        }
+        let mut head = serde_json::to_string(&Head {
+            op: "message",
+            room,
+        })?;
+        head.pop(); // `}`
+        let mut tail = serde_json::to_string(&Tail { from, data })?;
+        tail.remove(0); // `{`
+        Ok(EncodedMessage { head, tail })
+    }
+
+    /// The frame text at `position` (`None`: without one).
+    pub fn frame(&self, position: Option<(u64, &str)>) -> String {
+        let mut out = String::with_capacity(self.len() + 48);
+        out.push_str(&self.head);
+        if let Some((seq, epoch)) = position {
+            use std::fmt::Write;
+            let _ = write!(out, r#","seq":{seq},"epoch":"#);
+            // Epochs are the store's own opaque strings: escaped, to be safe.
+            out.push_str(&infallible(serde_json::to_string(epoch)));
+        }
+        out.push(',');
+        out.push_str(&self.tail);
+        out
+    }
+
+    /// Size of the frame without a position, in bytes.
+    pub fn len(&self) -> usize {
+        self.head.len() + 1 + self.tail.len()
+    }
+
+    /// Never true: a message frame always has its fields. (For clippy's `len` rule.)
+    pub fn is_empty(&self) -> bool {
+        false
     }
 }
 
@@ -218,18 +301,29 @@ pub fn encode_welcome(user: &str, conn_id: u64) -> String {
 /// Encodes the `joined` a connection gets when the application joins it to `room` from
 /// the server; `presence` is the room's presence as the join reply would carry it
 /// (`None`: the namespace keeps no presence, and the field is left out).
-pub fn encode_joined(room: &str, presence: Option<&Presence>) -> String {
+/// `position` is the room's stream position at the join (namespaces with history).
+pub fn encode_joined(
+    room: &str,
+    presence: Option<&Presence>,
+    position: Option<&StreamPosition>,
+) -> String {
     #[derive(Serialize)]
     struct Out<'a> {
         op: &'static str,
         room: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         presence: Option<&'a Presence>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a str>,
     }
     infallible(serde_json::to_string(&Out {
         op: "joined",
         room,
         presence,
+        seq: position.map(|p| p.seq),
+        epoch: position.map(|p| &*p.epoch),
     }))
 }
 
@@ -350,6 +444,8 @@ mod tests {
             ServerMsg::parse(&encode_message("room/1", Some("u\"1"), &data)).unwrap(),
             ServerMsg::Message {
                 room: "room/1".into(),
+                seq: None,
+                epoch: None,
                 from: Some("u\"1".into()),
                 data: data.clone()
             }
@@ -358,6 +454,8 @@ mod tests {
             ServerMsg::parse(&encode_message("news:1", None, &data)).unwrap(),
             ServerMsg::Message {
                 room: "news:1".into(),
+                seq: None,
+                epoch: None,
                 from: None,
                 data: data.clone()
             }
@@ -390,12 +488,35 @@ mod tests {
         // And the owned form serializes to what the encoders write.
         let msg = ServerMsg::Message {
             room: "r".into(),
+            seq: None,
+            epoch: None,
             from: Some("f".into()),
             data: data.clone(),
         };
         assert_eq!(
             serde_json::to_string(&msg).unwrap(),
             encode_message("r", Some("f"), &data)
+        );
+        // A stored message: the position goes between the room and the sender.
+        let encoded = EncodedMessage::new("r", Some("f"), &data).unwrap();
+        assert_eq!(encoded.frame(None), encode_message("r", Some("f"), &data));
+        let stored = encoded.frame(Some((42, "ab\"c")));
+        assert_eq!(
+            stored,
+            format!(
+                r#"{{"op":"message","room":"r","seq":42,"epoch":"ab\"c","from":"f","data":{}}}"#,
+                serde_json::to_string(&data).unwrap()
+            )
+        );
+        assert_eq!(
+            ServerMsg::parse(&stored).unwrap(),
+            ServerMsg::Message {
+                room: "r".into(),
+                seq: Some(42),
+                epoch: Some("ab\"c".into()),
+                from: Some("f".into()),
+                data: data.clone(),
+            }
         );
     }
 
@@ -428,7 +549,7 @@ mod tests {
     #[test]
     fn server_side_membership_and_direct_shapes() {
         let presence = Presence::new().with("ann", crate::PresenceMeta::new(7, json!({})));
-        let joined = encode_joined("chat:a", Some(&presence));
+        let joined = encode_joined("chat:a", Some(&presence), None);
         assert_eq!(
             joined,
             r#"{"op":"joined","room":"chat:a","presence":{"ann":{"metas":[{"conn_id":"7","meta":{}}]}}}"#
@@ -437,12 +558,18 @@ mod tests {
             ServerMsg::parse(&joined).unwrap(),
             ServerMsg::Joined {
                 room: "chat:a".into(),
-                presence: Some(presence)
+                presence: Some(presence),
+                seq: None,
+                epoch: None,
             }
         );
         assert_eq!(
-            encode_joined("quiet:a", None),
+            encode_joined("quiet:a", None, None),
             r#"{"op":"joined","room":"quiet:a"}"#
+        );
+        assert_eq!(
+            encode_joined("news:a", None, Some(&StreamPosition::new(3, "e1"))),
+            r#"{"op":"joined","room":"news:a","seq":3,"epoch":"e1"}"#
         );
         let left = encode_left("chat:a", "banned");
         assert_eq!(left, r#"{"op":"left","room":"chat:a","reason":"banned"}"#);

@@ -74,6 +74,7 @@ enum Field {
     OptU64,
     OptBool,
     OptObject,
+    OptPosition,
     Any,
     OptAny,
 }
@@ -90,6 +91,11 @@ impl Field {
             Field::OptU64 => v.is_u64() || v.is_null(),
             Field::OptBool => v.is_boolean(),
             Field::OptObject => v.is_object() || v.is_null(),
+            Field::OptPosition => {
+                v.is_null()
+                    || (v.get("seq").is_some_and(Value::is_u64)
+                        && v.get("epoch").is_some_and(Value::is_string))
+            }
             Field::Any | Field::OptAny => true,
         }
     }
@@ -100,6 +106,9 @@ impl Field {
             Field::U64 | Field::OptU64 => "a non-negative integer",
             Field::OptBool => "a boolean",
             Field::OptObject => "an object",
+            Field::OptPosition => {
+                "an object with a non-negative integer `seq` and a string `epoch`"
+            }
             Field::Any | Field::OptAny => "present",
         }
     }
@@ -131,6 +140,8 @@ pub(super) fn diagnose(text: &str, err: &serde_json::Error) -> ProtocolViolation
             ("room", Field::Str),
             ("id", Field::U64),
             ("meta", Field::OptObject),
+            ("since", Field::OptPosition),
+            ("history", Field::OptU64),
         ],
         "leave" | "presence" => &[("room", Field::Str), ("id", Field::U64)],
         "publish" => &[

@@ -19,7 +19,7 @@ pub use namespace::{
 };
 
 use crate::presence::RoomPresence;
-use crate::protocol;
+use crate::protocol::EncodedMessage;
 use crate::protocol::Presence;
 use crate::ws::{Outbound, PreparedMessage, SendError};
 
@@ -27,8 +27,10 @@ use crate::ws::{Outbound, PreparedMessage, SendError};
 /// of the typed value to the room's server-side subscribers. Built by the typed side
 /// (a namespace's publish check, a [`Room`](crate::Room) handle), delivered by the hub.
 pub(crate) struct Publication {
-    /// The `message` frame, JSON text.
-    pub(crate) text: String,
+    /// The `message` frame, with a place for its stream position.
+    pub(crate) msg: EncodedMessage,
+    /// Delivered but never stored (no position, never replayed).
+    pub(crate) ephemeral: bool,
     /// Hands the typed message to the room's server-side subscribers; `None` when the
     /// room has none (the message is then not kept).
     pub(crate) typed: Option<Box<dyn FnOnce() + Send>>,
@@ -37,7 +39,8 @@ pub(crate) struct Publication {
 impl fmt::Debug for Publication {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Publication")
-            .field("len", &self.text.len())
+            .field("len", &self.msg.len())
+            .field("ephemeral", &self.ephemeral)
             .field("typed", &self.typed.is_some())
             .finish()
     }
@@ -49,8 +52,9 @@ impl Publication {
         room: &RoomState,
         from: Option<&str>,
         msg: M,
+        ephemeral: bool,
     ) -> serde_json::Result<Self> {
-        let text = protocol::try_encode_message(&room.name, from, &msg)?;
+        let encoded = EncodedMessage::new(&room.name, from, &msg)?;
         let typed = room.typed_sender::<M>().map(|tx| {
             let delivery = Delivery {
                 room: room.name.clone(),
@@ -62,7 +66,11 @@ impl Publication {
                 let _ = tx.send(delivery);
             }) as Box<dyn FnOnce() + Send>
         });
-        Ok(Publication { text, typed })
+        Ok(Publication {
+            msg: encoded,
+            ephemeral,
+            typed,
+        })
     }
 }
 
@@ -92,6 +100,13 @@ pub(crate) struct RoomState {
     pub(crate) presence: Mutex<RoomPresence>,
     /// Whether the room is in the hub's presence queue (so it is queued once per tick).
     pub(crate) presence_dirty: AtomicBool,
+    /// The room's turn for its stream, in a namespace with history: a publish holds it
+    /// from the store's append until its fan-out is queued, and a join that reads
+    /// history holds it from the read until its replay is queued. So every member gets
+    /// the stored messages in `seq` order, and a join's replay meets the live stream
+    /// with no gap and no duplicate. An async mutex (fair, FIFO): the store's calls
+    /// may wait, and nothing else is held meanwhile.
+    pub(crate) turn: tokio::sync::Mutex<()>,
     /// `broadcast::Sender<Delivery<M>>` for server-side subscribers, created by the
     /// first [`Room::subscribe`].
     typed_tx: OnceLock<Box<dyn Any + Send + Sync>>,
@@ -117,6 +132,7 @@ impl RoomState {
             members: RwLock::new(Members::default()),
             presence: Mutex::new(RoomPresence::default()),
             presence_dirty: AtomicBool::new(false),
+            turn: tokio::sync::Mutex::new(()),
             typed_tx: OnceLock::new(),
         }
     }

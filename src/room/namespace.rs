@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use super::{Publication, RoomState};
 use crate::BoxFuture;
 use crate::auth::Identity;
+use crate::history::HistoryLimits;
 use crate::protocol::ErrorCode;
 
 /// What a room's message type must be: a serde type that can cross threads.
@@ -40,6 +41,11 @@ pub struct NamespaceOptions {
     /// cannot make a message larger than the limit either.
     /// Default: 64 KiB.
     pub max_payload: usize,
+    /// How much history each room keeps, for recovery and for joins that ask for
+    /// recent messages (`PROTOCOL.md`, section 9); `None`: no history, messages carry
+    /// no `seq` and a recovering join gets `recovered: false`.
+    /// Default: `Some(HistoryLimits::default())`, 100 messages and 10 minutes per room.
+    pub history: Option<HistoryLimits>,
 }
 
 impl Default for NamespaceOptions {
@@ -49,6 +55,7 @@ impl Default for NamespaceOptions {
             presence: true,
             max_subscribers: 10_000,
             max_payload: 64 * 1024,
+            history: Some(HistoryLimits::default()),
         }
     }
 }
@@ -202,6 +209,18 @@ impl<M: RoomMessage> Namespace<M> {
         self.options.max_payload = bytes;
         self
     }
+    /// How much history each room keeps (default: 100 messages, 10 minutes).
+    pub fn history(mut self, limits: HistoryLimits) -> Self {
+        self.options.history = Some(limits);
+        self
+    }
+    /// Keeps no history: messages carry no `seq`, nothing is replayed, and a
+    /// recovering join gets `recovered: false`. For rooms whose messages are stale
+    /// the moment they are sent (cursors, prices that the next message replaces).
+    pub fn no_history(mut self) -> Self {
+        self.options.history = None;
+        self
+    }
     /// A hook run on every client publish after it decoded into `M`: return the message
     /// to broadcast (possibly changed) or a [`Refusal`]. Server publishes skip it.
     /// Replaces an [`on_publish_async`](Self::on_publish_async) hook.
@@ -336,7 +355,7 @@ impl<M: RoomMessage> ErasedNamespace for TypedNamespace<M> {
             }
             None => msg,
         };
-        Publication::encode(room, Some(&ctx.identity.user_id), msg)
+        Publication::encode(room, Some(&ctx.identity.user_id), msg, ctx.ephemeral)
             .map_err(|e| Refusal::invalid(format!("cannot encode message: {e}")))
     }
 
@@ -356,6 +375,7 @@ impl<M: RoomMessage> ErasedNamespace for TypedNamespace<M> {
             let msg = decode::<M>(data)?;
             let user = ctx.identity.clone();
             let room_name = ctx.room.clone();
+            let ephemeral = ctx.ephemeral;
             let msg = match hook {
                 Some(Hook::Async(hook)) => {
                     let msg = hook(ctx, msg).await?;
@@ -374,7 +394,7 @@ impl<M: RoomMessage> ErasedNamespace for TypedNamespace<M> {
                 }
                 None => msg,
             };
-            Publication::encode(&room, Some(&user.user_id), msg)
+            Publication::encode(&room, Some(&user.user_id), msg, ephemeral)
                 .map_err(|e| Refusal::invalid(format!("cannot encode message: {e}")))
         })
     }
