@@ -23,7 +23,8 @@
 //!         .namespace(Namespace::<Article>::new("news").server_only()) // rooms news:*
 //!         .build();
 //!     let news = hub.room::<Article>("news:latest").expect("declared above");
-//!     news.publish(Article { title: "wshub is up".into() }).expect("serializable");
+//!     // Stored in the room's history (a late joiner can ask for it) and sent to members.
+//!     news.publish(Article { title: "wshub is up".into() }).await.expect("serializable");
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //!     hub.serve(listener).await
 //! }
@@ -191,6 +192,7 @@
 //!     hub.room::<Chat>("chat:lobby")
 //!         .expect("declared above")
 //!         .publish(Chat { text: "welcome".into() })
+//!         .await
 //!         .expect("serializable");
 //!     let app = Router::new()
 //!         .route("/", get(|| async { "hello" }))

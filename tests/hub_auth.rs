@@ -272,7 +272,7 @@ async fn authorize_refusals_are_forbidden_replies() {
         .await;
     assert_eq!(reply["ok"], true, "{reply}");
     assert_eq!(
-        bob.recv().await,
+        common::hub::stored(&bob.recv().await),
         json!({"op": "message", "room": "chat:announce-1", "from": "ann",
                "data": {"text": "welcome"}})
     );

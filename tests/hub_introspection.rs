@@ -347,6 +347,9 @@ async fn hub_stats_serialize_to_their_field_names() {
         json!({
             "connections": 1,
             "rooms": 1,
+            "history_rooms": 1,
+            "history_messages": 0,
+            "history_bytes": 0,
             "slow_consumers": 0,
             "reaped": 0,
             "expired": 0,

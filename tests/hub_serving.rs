@@ -400,7 +400,7 @@ mod tls {
             .unwrap();
         let m = recv_op(&mut ws).await;
         assert_eq!(
-            m,
+            common::hub::stored(&m),
             json!({"op": "message", "room": "chat:secure", "from": null, "data": {"text": "to all"}})
         );
     }

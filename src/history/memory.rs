@@ -147,8 +147,14 @@ impl MemoryHistory {
     /// stored ones: the record queue stays proportional to what is stored.
     fn compact_order(&self) {
         let stale = {
-            let order = self.order();
-            order.len() > 2 * self.messages.load(Ordering::Relaxed) + 1024
+            let mut order = self.order();
+            let stored = self.messages.load(Ordering::Relaxed);
+            if stored == 0 {
+                // Nothing stored: every record is stale.
+                order.clear();
+                return;
+            }
+            order.len() > 2 * stored + 1024
         };
         if !stale {
             return;

@@ -213,7 +213,8 @@ impl Drop for HubInner {
 ///     .namespace(Namespace::<ChatMessage>::new("chat"))
 ///     .build();
 /// let lobby = hub.room::<ChatMessage>("chat:lobby").unwrap();
-/// lobby.publish(ChatMessage { text: "hello".into() }).unwrap();
+/// let published = lobby.publish(ChatMessage { text: "hello".into() }).await.unwrap();
+/// assert_eq!(published.position.unwrap().seq, 1); // the room's first stored message
 /// assert!(hub.room::<String>("chat:lobby").is_err()); // wrong type: an error, not a panic
 /// # }
 /// ```

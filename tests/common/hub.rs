@@ -44,6 +44,19 @@ pub async fn serve(hub: &Hub) -> String {
     format!("ws://{addr}/")
 }
 
+/// A stored `message` without its stream position, after checking that it has one (a
+/// `seq` and an `epoch`): for tests about something else than history, which compare
+/// the rest of the frame.
+pub fn stored(m: &Value) -> Value {
+    assert!(m["seq"].is_u64(), "no seq in {m}");
+    assert!(m["epoch"].is_string(), "no epoch in {m}");
+    let mut m = m.clone();
+    let obj = m.as_object_mut().unwrap();
+    obj.remove("seq");
+    obj.remove("epoch");
+    m
+}
+
 /// A `wshub.v1` client over tokio-tungstenite.
 pub struct Client {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,

@@ -163,7 +163,21 @@ async def run(args: argparse.Namespace, result: dict) -> None:
         )
         check(reply["ok"], f"publish failed: {reply}")
         own = {"op": "message", "room": args.room, "from": user, "data": {"text": args.text}}
-        check(own in before, f"own message not received before the reply: {before}")
+        # A stored message carries its stream position (PROTOCOL.md section 9), and
+        # the publish reply says the same one.
+        mine = [m for m in before if m.get("op") == "message"]
+        check(len(mine) == 1, f"own message not received before the reply: {before}")
+        position = {k: mine[0].pop(k, None) for k in ("seq", "epoch")}
+        check(mine[0] == own, f"own message not as published: {mine[0]}")
+        check(
+            isinstance(position["seq"], int) and isinstance(position["epoch"], str),
+            f"own message without a stream position: {position}",
+        )
+        check(
+            reply["data"].get("seq") == position["seq"]
+            and reply["data"].get("epoch") == position["epoch"],
+            f"publish reply and message disagree on the position: {reply} {position}",
+        )
         delivered = reply["data"].get("delivered")
         check(isinstance(delivered, int) and delivered >= 1, f"delivered: {reply}")
         result["delivered"] = delivered
