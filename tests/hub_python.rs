@@ -96,10 +96,14 @@ async fn python_client_joins_publishes_and_reads_presence() {
     // client's join and leave, in that order and with its meta, unless both fell
     // within one tick (then neither is announced). Either way, the room ends without it.
     let seen = drain(&mut rust, Duration::from_millis(500)).await;
-    let messages: Vec<_> = seen.iter().filter(|m| m["op"] == "message").collect();
+    let messages: Vec<_> = seen
+        .iter()
+        .filter(|m| m["op"] == "message")
+        .map(common::hub::stored)
+        .collect();
     assert_eq!(
         messages,
-        [&json!({"op": "message", "room": "chat:py", "from": py_user, "data": {"text": text}})],
+        [json!({"op": "message", "room": "chat:py", "from": py_user, "data": {"text": text}})],
         "{}",
         outcome.report()
     );

@@ -165,7 +165,7 @@ async def run(args: argparse.Namespace, result: dict) -> None:
         own = {"op": "message", "room": args.room, "from": user, "data": {"text": args.text}}
         # A stored message carries its stream position (PROTOCOL.md section 9), and
         # the publish reply says the same one.
-        mine = [m for m in before if m.get("op") == "message"]
+        mine = [m for m in before if m.get("op") == "message" and m.get("from") == user]
         check(len(mine) == 1, f"own message not received before the reply: {before}")
         position = {k: mine[0].pop(k, None) for k in ("seq", "epoch")}
         check(mine[0] == own, f"own message not as published: {mine[0]}")
