@@ -13,6 +13,12 @@
 //! Throughput is in elements = deliveries, so criterion's "thrpt" is deliveries/s and
 //! time / n is the cost of one delivery.
 //!
+//! Each size runs twice, side by side: in a namespace without history (`plain`) and in
+//! one with the default in-memory history (`history`: every publish is also stored, and
+//! its frame carries its `seq` and `epoch`). `fanout_burst` publishes 1,000 messages
+//! back to back to 100 subscribers and times until all are written out: burst
+//! throughput, history off and on.
+//!
 //! ```text
 //! cargo bench --bench fanout
 //! ```
@@ -42,61 +48,146 @@ fn frame_len(payload_len: usize) -> u64 {
     (header + payload_len) as u64
 }
 
-fn fanout(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let hub = rt.block_on(async {
+/// The frame bytes one publish writes to each subscriber: the message, plus its stream
+/// position in a namespace with history.
+fn per_subscriber(payload_len: usize, published: &wshub::Published) -> u64 {
+    let position = published.position.as_ref().map_or(0, |p| {
+        format!(r#","seq":{},"epoch":"{}""#, p.seq, p.epoch).len()
+    });
+    frame_len(payload_len + position)
+}
+
+fn hub(rt: &tokio::runtime::Runtime) -> Hub {
+    rt.block_on(async {
         Hub::builder()
+            // The same rooms twice: without history, and with the default history
+            // (100 messages, 10 minutes per room, in memory).
             .namespace(
-                Namespace::<ChatMessage>::new("bench")
+                Namespace::<ChatMessage>::new("plain")
+                    .presence(false)
+                    .no_history()
+                    .max_subscribers(usize::MAX),
+            )
+            .namespace(
+                Namespace::<ChatMessage>::new("history")
                     .presence(false)
                     .max_subscribers(usize::MAX),
             )
             .build()
-    });
-    let msg = ChatMessage {
+    })
+}
+
+fn message() -> ChatMessage {
+    ChatMessage {
         user: "alice".into(),
         text: "The quick brown fox jumps over the lazy dog, twice: the quick brown fox \
                jumps over the lazy dog."
             .into(),
-    };
+    }
+}
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// One publish to n subscribers, timed alone; history off and on, side by side.
+fn fanout(c: &mut Criterion) {
+    let rt = runtime();
+    let hub = hub(&rt);
+    let msg = message();
     let mut group = c.benchmark_group("fanout_publish");
     group
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
     for n in SIZES {
-        let room_name = format!("bench:n{n}");
+        for ns in ["plain", "history"] {
+            let room_name = format!("{ns}:n{n}");
+            let subs = rt
+                .block_on(async { attach_memory_subscribers(&hub, &room_name, n) })
+                .unwrap();
+            let room = hub.room::<ChatMessage>(&room_name).unwrap();
+            let payload = wshub::protocol::try_encode_message(&room_name, None, &msg).unwrap();
+            group.throughput(Throughput::Elements(n as u64));
+            group.bench_function(BenchmarkId::new(ns, n), |b| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let (subs, room, msg) = (&subs, &room, &msg);
+                    let payload_len = payload.len();
+                    async move {
+                        let mut timed = Duration::ZERO;
+                        for _ in 0..iters {
+                            let before = subs.bytes_written();
+                            let m = msg.clone();
+                            let start = Instant::now();
+                            let published = room.publish(m).await.unwrap();
+                            timed += start.elapsed();
+                            assert_eq!(published.delivered, n);
+                            assert_eq!(published.position.is_some(), ns == "history");
+                            // Untimed: every subscriber writes the frame out.
+                            let target =
+                                before + per_subscriber(payload_len, &published) * n as u64;
+                            tokio::time::timeout(
+                                Duration::from_secs(30),
+                                subs.wait_for_bytes(target),
+                            )
+                            .await
+                            .expect("subscribers did not drain");
+                        }
+                        timed
+                    }
+                });
+            });
+            assert_eq!(subs.queued_bytes(), 0);
+            rt.block_on(async { drop(subs) });
+        }
+    }
+    group.finish();
+}
+
+/// Burst throughput: 1,000 publishes back to back to 100 subscribers, timed until every
+/// subscriber has written every frame out; history off and on, side by side.
+fn burst(c: &mut Criterion) {
+    const SUBSCRIBERS: usize = 100;
+    const BURST: usize = 1_000;
+    let rt = runtime();
+    let hub = hub(&rt);
+    let msg = message();
+    let mut group = c.benchmark_group("fanout_burst");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    for ns in ["plain", "history"] {
+        let room_name = format!("{ns}:burst");
         let subs = rt
-            .block_on(async { attach_memory_subscribers(&hub, &room_name, n) })
+            .block_on(async { attach_memory_subscribers(&hub, &room_name, SUBSCRIBERS) })
             .unwrap();
         let room = hub.room::<ChatMessage>(&room_name).unwrap();
-        let payload = wshub::protocol::try_encode_message(&room_name, None, &msg).unwrap();
-        let per_publish = frame_len(payload.len()) * n as u64;
-
-        group.throughput(Throughput::Elements(n as u64));
-        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+        let payload_len = wshub::protocol::try_encode_message(&room_name, None, &msg)
+            .unwrap()
+            .len();
+        group.throughput(Throughput::Elements((SUBSCRIBERS * BURST) as u64));
+        group.bench_function(BenchmarkId::new(ns, SUBSCRIBERS), |b| {
             b.to_async(&rt).iter_custom(|iters| {
                 let (subs, room, msg) = (&subs, &room, &msg);
                 async move {
-                    let mut timed = Duration::ZERO;
+                    let start = Instant::now();
                     for _ in 0..iters {
-                        let target = subs.bytes_written() + per_publish;
-                        let m = msg.clone();
-                        let start = Instant::now();
-                        let delivered = room.publish(m).await.unwrap().delivered;
-                        timed += start.elapsed();
-                        assert_eq!(delivered, n);
-                        // Untimed: every subscriber writes the frame out.
-                        tokio::time::timeout(Duration::from_secs(30), subs.wait_for_bytes(target))
+                        let mut target = subs.bytes_written();
+                        for _ in 0..BURST {
+                            let published = room.publish(msg.clone()).await.unwrap();
+                            assert_eq!(published.delivered, SUBSCRIBERS);
+                            target += per_subscriber(payload_len, &published) * SUBSCRIBERS as u64;
+                        }
+                        tokio::time::timeout(Duration::from_secs(60), subs.wait_for_bytes(target))
                             .await
                             .expect("subscribers did not drain");
                     }
-                    timed
+                    start.elapsed()
                 }
             });
         });
@@ -106,5 +197,5 @@ fn fanout(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fanout);
+criterion_group!(benches, fanout, burst);
 criterion_main!(benches);
