@@ -167,15 +167,21 @@ async fn server_publish_reaches_clients_as_from_null() {
         "from": null,
         "data": {"text": "from the server"},
     });
+    let mut wire_position = json!(null);
     for c in [&mut a, &mut b] {
         let m = c.recv().await;
         assert_eq!(common::hub::stored(&m), expected);
         // `from` is present and null, not missing.
         assert!(m.as_object().unwrap().contains_key("from"), "{m}");
+        wire_position = json!({"seq": m["seq"], "epoch": m["epoch"]});
     }
     let d = next(&mut sub).await;
     assert_eq!(d.from, None);
     assert_eq!(d.data.text, "from the server");
+    // Subscribers see where it was stored, as clients do.
+    let seen = d.position.expect("stored");
+    assert_eq!(json!(seen.seq), wire_position["seq"]);
+    assert_eq!(json!(&*seen.epoch), wire_position["epoch"]);
 
     // publish_as: in the name of a user, on the wire and for typed subscribers.
     let delivered = lobby

@@ -493,13 +493,19 @@ impl Hub {
                     stored.frame
                 };
                 fanout = room.broadcast(&frame);
+                // Under the turn too, so server-side subscribers see `seq` order.
+                if let Some(typed) = typed {
+                    typed(position.clone());
+                }
             }
-            None => fanout = room.broadcast(&self.prepare(msg.frame(None))),
+            None => {
+                fanout = room.broadcast(&self.prepare(msg.frame(None)));
+                if let Some(typed) = typed {
+                    typed(None);
+                }
+            }
         }
         self.drop_slow_consumers(fanout.slow);
-        if let Some(typed) = typed {
-            typed();
-        }
         Ok(Published {
             delivered: fanout.delivered,
             position,

@@ -19,9 +19,13 @@ pub use namespace::{
 };
 
 use crate::presence::RoomPresence;
-use crate::protocol::EncodedMessage;
 use crate::protocol::Presence;
+use crate::protocol::{EncodedMessage, StreamPosition};
 use crate::ws::{Outbound, PreparedMessage, SendError};
+
+/// Hands a published message, with the position it was stored at, to the room's
+/// server-side subscribers.
+pub(crate) type TypedHandOff = Box<dyn FnOnce(Option<StreamPosition>) + Send>;
 
 /// A message on its way to a room: the `message` frame encoded once, and the hand-off
 /// of the typed value to the room's server-side subscribers. Built by the typed side
@@ -33,7 +37,7 @@ pub(crate) struct Publication {
     pub(crate) ephemeral: bool,
     /// Hands the typed message to the room's server-side subscribers; `None` when the
     /// room has none (the message is then not kept).
-    pub(crate) typed: Option<Box<dyn FnOnce() + Send>>,
+    pub(crate) typed: Option<TypedHandOff>,
 }
 
 impl fmt::Debug for Publication {
@@ -56,15 +60,17 @@ impl Publication {
     ) -> serde_json::Result<Self> {
         let encoded = EncodedMessage::new(&room.name, from, &msg)?;
         let typed = room.typed_sender::<M>().map(|tx| {
-            let delivery = Delivery {
+            let mut delivery = Delivery {
                 room: room.name.clone(),
                 from: from.map(Arc::from),
                 data: msg,
+                position: None,
             };
-            Box::new(move || {
+            Box::new(move |position| {
+                delivery.position = position;
                 // An error means every subscriber left meanwhile: nobody to tell.
                 let _ = tx.send(delivery);
-            }) as Box<dyn FnOnce() + Send>
+            }) as TypedHandOff
         });
         Ok(Publication {
             msg: encoded,
@@ -207,6 +213,9 @@ pub struct Delivery<M> {
     pub from: Option<Arc<str>>,
     /// The message.
     pub data: M,
+    /// Where it was stored in the room's history; `None` for an ephemeral message or
+    /// a namespace without history.
+    pub position: Option<StreamPosition>,
 }
 
 impl<M> Delivery<M> {
@@ -218,6 +227,7 @@ impl<M> Delivery<M> {
             room: room.into(),
             from: from.map(Arc::from),
             data,
+            position: None,
         }
     }
 }
