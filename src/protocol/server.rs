@@ -171,6 +171,13 @@ impl EncodedMessage {
         out
     }
 
+    /// The frame's two halves, for a store that writes the position itself (a script
+    /// in a remote store): the frame is `head` + `,"seq":N,"epoch":E,` + `tail`, and
+    /// without a position `head` + `,` + `tail`. `E` is a JSON string.
+    pub fn parts(&self) -> (&str, &str) {
+        (&self.head, &self.tail)
+    }
+
     /// Size of the frame without a position, in bytes.
     pub fn len(&self) -> usize {
         self.head.len() + 1 + self.tail.len()
@@ -500,6 +507,12 @@ mod tests {
         // A stored message: the position goes between the room and the sender.
         let encoded = EncodedMessage::new("r", Some("f"), &data).unwrap();
         assert_eq!(encoded.frame(None), encode_message("r", Some("f"), &data));
+        let (head, tail) = encoded.parts();
+        assert_eq!(format!("{head},{tail}"), encoded.frame(None));
+        assert_eq!(
+            format!(r#"{head},"seq":7,"epoch":"e",{tail}"#),
+            encoded.frame(Some((7, "e")))
+        );
         let stored = encoded.frame(Some((42, "ab\"c")));
         assert_eq!(
             stored,
