@@ -211,6 +211,9 @@
 pub mod auth;
 #[doc(hidden)]
 pub mod bench_support;
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub mod client;
 pub mod error;
 mod hub;
 pub mod net;
