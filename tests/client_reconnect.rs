@@ -229,12 +229,15 @@ async fn a_normal_close_or_a_kick_is_final() {
     assert_eq!(tokens.attempts(), 2);
 }
 
+/// Why a token provider was asked, in order.
+type Asked = Arc<Mutex<Vec<TokenReason>>>;
+
 /// A token provider that hands out `tokens` in order and records why it was asked.
 fn provider(
     tokens: &[&str],
 ) -> (
     impl Fn(TokenReason) -> std::future::Ready<Result<String, &'static str>> + Send + Sync + 'static,
-    Arc<Mutex<Vec<TokenReason>>>,
+    Asked,
 ) {
     let queue: Arc<Mutex<VecDeque<String>>> =
         Arc::new(Mutex::new(tokens.iter().map(|t| t.to_string()).collect()));

@@ -15,9 +15,10 @@ use crate::protocol::SUBPROTOCOL;
 use crate::ws::handshake::{ClientConfig, WsUrl};
 use crate::ws::{WebSocket, WsConfig};
 
-/// An open connection, over TCP or TLS.
+/// An open connection, over TCP or TLS (boxed: the client task holds one at a time,
+/// and its future stays small while it waits between connections).
 pub(crate) enum Transport {
-    Plain(WebSocket<TcpStream>),
+    Plain(Box<WebSocket<TcpStream>>),
     #[cfg(feature = "tls")]
     Tls(Box<WebSocket<tokio_rustls::client::TlsStream<TcpStream>>>),
 }
@@ -117,7 +118,7 @@ impl Connector {
                 return Ok(Transport::Tls(Box::new(ws)));
             }
             let (ws, _) = crate::ws::handshake::connect(&url, &cfg, self.ws.clone()).await?;
-            Ok::<_, HandshakeError>(Transport::Plain(ws))
+            Ok::<_, HandshakeError>(Transport::Plain(Box::new(ws)))
         };
         match tokio::time::timeout(deadline, attempt).await {
             Ok(Ok(transport)) => Ok(transport),

@@ -221,7 +221,7 @@ impl Client {
     /// ([`ClientError::GaveUp`] with the reason, or [`ClientError::Closed`]).
     pub async fn connected(&self) -> Result<(), ClientError> {
         let mut state = self.inner.state.clone();
-        let outcome = match state
+        match state
             .wait_for(|s| s.is_connected() || s.is_terminal())
             .await
         {
@@ -231,8 +231,7 @@ impl Client {
                 _ => Err(ClientError::Closed),
             },
             Err(_) => Err(self.stopped()),
-        };
-        outcome
+        }
     }
 
     /// Client-wide events: state changes, `direct` messages, bare errors. The first

@@ -232,7 +232,7 @@ impl Task {
                 Some(Err(reason)) => (reason, false),
                 Some(Ok(transport)) => {
                     let end = match transport {
-                        Transport::Plain(ws) => self.session(ws).await,
+                        Transport::Plain(ws) => self.session(*ws).await,
                         #[cfg(feature = "tls")]
                         Transport::Tls(ws) => self.session(*ws).await,
                     };
