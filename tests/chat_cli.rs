@@ -71,16 +71,21 @@ impl Cli {
 
     /// Waits for the line `want`; lines before it are kept in `seen`.
     async fn expect(&mut self, want: &str) {
+        self.expect_all(&[want]).await;
+    }
+
+    /// Waits until each of `wants` has been shown, in any order: state lines and room
+    /// lines come from two streams of the client, whose interleaving is not fixed.
+    async fn expect_all(&mut self, wants: &[&str]) {
         let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        let mut missing: Vec<&str> = wants.to_vec();
+        while !missing.is_empty() {
             let line = tokio::time::timeout_at(deadline, self.lines.recv())
                 .await
-                .unwrap_or_else(|_| panic!("no line {want:?}; saw {:#?}", self.seen))
+                .unwrap_or_else(|_| panic!("no line {missing:?}; saw {:#?}", self.seen))
                 .unwrap_or_else(|| panic!("the CLI ended; saw {:#?}", self.seen));
-            self.seen.push(line.clone());
-            if line == want {
-                return;
-            }
+            missing.retain(|want| *want != line);
+            self.seen.push(line);
         }
     }
 
@@ -149,11 +154,12 @@ async fn the_terminal_client_chats_and_survives_a_restart() {
     alice_client.close().await;
     server.shutdown().await.unwrap();
     let server = start_chat(addr, b"second key").await;
-    cli.expect("(the server no longer takes our sign-in: signing in again)")
-        .await;
-    cli.expect("(connected as bob)").await;
-    cli.expect("(back: messages sent while we were away may be missing)")
-        .await;
+    cli.expect_all(&[
+        "(the server no longer takes our sign-in: signing in again)",
+        "(connected as bob)",
+        "(back: messages sent while we were away may be missing)",
+    ])
+    .await;
 
     let (alice_client, mut alice_lobby) = alice(&server).await;
     alice_client
