@@ -19,6 +19,7 @@
 //! process has a new signing key; the old token, sent along, keeps the name), joins
 //! the room again and says whether messages may have been missed meanwhile.
 
+use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -347,6 +348,7 @@ pub async fn run(
         options.room,
         names(&sub.presence())
     ));
+    let mut known: HashSet<String> = sub.presence().iter().map(|(u, _)| u.to_owned()).collect();
 
     let mut lines = input.lines();
     let result = loop {
@@ -377,7 +379,7 @@ pub async fn run(
                 Ok(None) | Err(_) => break Ok(()),
             },
             event = sub.recv() => match event {
-                Some(event) => show_room_event(event, &mut out),
+                Some(event) => show_room_event(event, &mut known, &mut out),
                 None => break Err("the room is closed to us".to_owned()),
             },
             Some(event) = events.recv() => {
@@ -421,7 +423,13 @@ fn show_state(event: &ClientEvent, out: &mut impl FnMut(String)) {
     out(line);
 }
 
-fn show_room_event(event: RoomEvent<ChatEvent>, out: &mut impl FnMut(String)) {
+/// Prints a room event. `known` is who we have shown as here, so that a diff that
+/// only confirms what a snapshot showed (our own join, say) prints nothing.
+fn show_room_event(
+    event: RoomEvent<ChatEvent>,
+    known: &mut HashSet<String>,
+    out: &mut impl FnMut(String),
+) {
     match event {
         RoomEvent::Message(m) => {
             if let ChatEvent::Text { text, name, .. } = m.data {
@@ -434,14 +442,21 @@ fn show_room_event(event: RoomEvent<ChatEvent>, out: &mut impl FnMut(String)) {
             }
         }
         RoomEvent::PresenceDiff(diff) => {
-            for (user, metas) in diff.joins.iter() {
-                out(format!("* {} joined", display_name(user, metas)));
-            }
             for (user, metas) in diff.leaves.iter() {
-                out(format!("* {} left", display_name(user, metas)));
+                if known.remove(user) {
+                    out(format!("* {} left", display_name(user, metas)));
+                }
+            }
+            for (user, metas) in diff.joins.iter() {
+                if known.insert(user.to_owned()) {
+                    out(format!("* {} joined", display_name(user, metas)));
+                }
             }
         }
-        RoomEvent::PresenceReset(presence) => out(format!("(here now: {})", names(&presence))),
+        RoomEvent::PresenceReset(presence) => {
+            *known = presence.iter().map(|(u, _)| u.to_owned()).collect();
+            out(format!("(here now: {})", names(&presence)));
+        }
         RoomEvent::Recovered { replayed: 0, .. } => out("(back: nothing missed)".into()),
         RoomEvent::Recovered { replayed, .. } => {
             out(format!("(back: {replayed} missed messages follow)"))

@@ -357,9 +357,14 @@ impl Task {
         shared: Arc<RoomShared>,
         reply: oneshot::Sender<Result<(), ClientError>>,
     ) -> bool {
-        if self.rooms.contains_key(&room) {
-            let _ = reply.send(Err(ClientError::AlreadyJoined(room)));
-            return false;
+        if let Some(f) = self.rooms.get(&room) {
+            if !f.state.shared.is_abandoned() {
+                let _ = reply.send(Err(ClientError::AlreadyJoined(room)));
+                return false;
+            }
+            // A dropped subscription whose leave could not be queued: the new one takes
+            // its place (the server answers a join of a room it is in with a snapshot).
+            self.rooms.remove(&room);
         }
         let state = RoomState::new(generation, meta, history, since, shared);
         self.rooms.insert(
