@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::error::{ClientError, Disconnect, ServerError};
 use super::event::{ClientEvent, ConnectionState};
-use super::room::RawEvent;
+use super::queue::RawEvent;
 use super::task::{Command, Pending, Request, Task};
 use super::wire::{self, Frame, Op};
 use crate::protocol::ErrorCode;

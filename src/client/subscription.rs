@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use super::Client;
 use super::error::ClientError;
 use super::event::{Message, Position, Published, RoomEvent};
-use super::room::{Popped, RawEvent, RoomShared};
+use super::queue::{Popped, RawEvent, RoomShared};
 use super::task::Command;
 use crate::presence::Presence;
 
