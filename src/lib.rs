@@ -138,6 +138,7 @@
 //! | `tls` | no | `Hub::serve_tls`, the `tls` module (rustls acceptors from PEM) |
 //! | `self-signed` | no | `tls::self_signed`: certificates for development, with rcgen (implies `tls`) |
 //! | `jwt` | no | `JwtAuth` (HS256, RS256) |
+//! | `client` | no | the `client` module: a Rust client of `wshub.v1` that reconnects by itself (backoff with full jitter, the close-code policy, token renewal) and recovers its rooms (`since`, each stored message once); `wss://` with `tls` |
 //!
 //! ## Everything from the crate root
 //!
