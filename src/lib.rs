@@ -139,6 +139,7 @@
 //! | `tls` | no | `Hub::serve_tls`, the `tls` module (rustls acceptors from PEM) |
 //! | `self-signed` | no | `tls::self_signed`: certificates for development, with rcgen (implies `tls`) |
 //! | `jwt` | no | `JwtAuth` (HS256, RS256) |
+//! | `client` | no | the `client` module: a Rust client of `wshub.v1` that reconnects by itself (backoff with full jitter, the close-code policy, token renewal) and recovers its rooms (`since`, each stored message once); `wss://` with `tls` |
 //!
 //! ## Everything from the crate root
 //!
@@ -213,6 +214,9 @@
 pub mod auth;
 #[doc(hidden)]
 pub mod bench_support;
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub mod client;
 pub mod error;
 pub mod history;
 mod hub;

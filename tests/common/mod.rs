@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 pub mod attack;
+pub mod client;
 pub mod cut_proxy;
 pub mod echo;
 pub mod hub;

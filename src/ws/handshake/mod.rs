@@ -33,6 +33,9 @@ mod server;
 mod test_support;
 mod url;
 
+#[cfg(feature = "client")]
+pub(crate) use url::WsUrl;
+
 pub use client::{client_handshake, connect};
 pub use config::{ClientConfig, HandshakeConfig, OriginCheck, OriginPolicy};
 #[cfg(feature = "axum")]

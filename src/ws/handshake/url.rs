@@ -7,22 +7,22 @@ use crate::error::HandshakeError;
 
 /// The parts of a `ws://` / `wss://` URL the handshake needs.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct WsUrl {
-    pub(super) secure: bool,
+pub(crate) struct WsUrl {
+    pub(crate) secure: bool,
     /// Host to connect to: a name or an IP address, IPv6 without brackets.
-    pub(super) host: String,
-    pub(super) port: u16,
+    pub(crate) host: String,
+    pub(crate) port: u16,
     /// `Host` header value: the host as written (IPv6 in brackets) and the port when it
     /// is not the scheme's default.
-    pub(super) host_header: String,
+    pub(crate) host_header: String,
     /// Request target: path and query, at least `/`.
-    pub(super) target: String,
+    pub(crate) target: String,
 }
 
 impl WsUrl {
     /// Parse by hand: the `url` crate is not a dependency, and this subset (RFC 6455 §3)
     /// is small.
-    pub(super) fn parse(url: &str) -> Result<WsUrl, HandshakeError> {
+    pub(crate) fn parse(url: &str) -> Result<WsUrl, HandshakeError> {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| invalid_input("WebSocket URL must start with ws:// or wss://"))?;
