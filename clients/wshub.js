@@ -231,7 +231,7 @@
 
     /**
      * Publishes `data` to `room` (which must be joined). With `ack` (the default) it
-     * resolves with the reply's data (`{delivered}`) or rejects with a WshubError; with
+     * resolves with the reply's data (`{delivered, seq, epoch}`) or rejects with a WshubError; with
      * `ack: false` it is fire-and-forget (a failure arrives as an "error" event).
      * Rejects with code "disconnected" when not connected: nothing is queued.
      */
