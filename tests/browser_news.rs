@@ -116,7 +116,14 @@ async fn the_page_fills_itself_from_history_and_recovers() {
                 "stream" => {
                     // A steady rate; the reconnection is held for the HELD articles
                     // after each cut, so each recovery has those at least to send.
+                    let room = server
+                        .hub
+                        .room::<news_feed::Article>(news_feed::ROOM)
+                        .map_err(|e| e.to_string())?;
+                    let members = || room.connections().iter().map(|c| c.conn_id).collect();
+                    let mut cut_member = None;
                     let mut tick = tokio::time::interval(Duration::from_millis(10));
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     for n in FIRST..=LAST {
                         tick.tick().await;
                         let id = publish(&server, &format!("Article {n}")).await?;
@@ -125,6 +132,9 @@ async fn the_page_fills_itself_from_history_and_recovers() {
                         }
                         let k = n - FIRST + 1;
                         if k % CUT_EVERY == 0 && n < LAST {
+                            // Each cut cuts the page's latest connection, once it is
+                            // back in the room (its reconnection waits up to 500 ms).
+                            cut_member = Some(support::one_new_member(members, cut_member).await?);
                             proxy.hold();
                             proxy.cut();
                             cuts += 1;
@@ -171,6 +181,33 @@ async fn the_page_fills_itself_from_history_and_recovers() {
         report["connections_after_cuts"],
         3,
         "one connection, then one per cut\n{}",
+        fail()
+    );
+    // Each cut is recovered (`since`), not papered over by reloading the history: the
+    // re-join is answered `recovered: true` with what was missed, at least the HELD
+    // articles published while the reconnection was held.
+    let recoveries = report["recoveries_after_cuts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(recoveries.len(), 2, "one re-join per cut\n{}", fail());
+    for r in &recoveries {
+        let (since, replayed) = (r["since"].as_u64(), r["replayed"].as_u64());
+        assert_eq!(r["recovered"], true, "{r}\n{}", fail());
+        assert_eq!(
+            r["seq"].as_u64(),
+            since.zip(replayed).map(|(s, n)| s + n),
+            "everything after `since` is replayed: {r}\n{}",
+            fail()
+        );
+        assert!(replayed.unwrap_or(0) >= HELD, "{r}\n{}", fail());
+    }
+    // The restart is not: the new hub cannot vouch for the old positions, and replays
+    // its 2 articles.
+    assert_eq!(
+        report["recoveries"][2],
+        json!({"since": LAST, "recovered": false, "replayed": 2, "seq": 2}),
+        "{}",
         fail()
     );
     assert_eq!(

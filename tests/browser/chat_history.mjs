@@ -64,9 +64,8 @@ runScript("chat_history", async (run, { url }) => {
     ws.on("framereceived", ({ payload }) => {
       const m = JSON.parse(payload);
       if (m.op !== "reply" || !asked.has(m.id)) return;
-      const since = asked.get(m.id);
       const { recovered, replayed, seq } = m.data || {};
-      recoveries.push({ recovered, replayed, consistent: replayed === seq - since.seq });
+      recoveries.push({ since: asked.get(m.id).seq, recovered, replayed, seq });
     });
   });
 
@@ -123,5 +122,6 @@ runScript("chat_history", async (run, { url }) => {
     await waitForState(p, "online", 1000);
     out.restart[label] = { notices: await p.evaluate(gapNotices), messages: await messageTexts(p) };
   }
+  out.restart_recoveries = recoveries.slice(out.stream.recoveries.length);
   return out;
 });

@@ -9,7 +9,8 @@
 //
 // Control commands (answered by tests/browser_news.rs): `stream` (publish "Article 4"
 // to "Article 63", one every 10 ms, cutting every connection through the proxy after
-// the 20th and the 40th and holding the page's reconnection for the next 5; answered
+// the 20th and the 40th (once the page is back in the room) and holding the page's
+// reconnection for the next 5, which it must then recover; answered
 // once all are published), `restart` (a new news server with "After restart 1" and
 // "After restart 2" takes over the proxy; the old one shuts down), `publish TITLE`.
 
@@ -60,8 +61,23 @@ runScript("news_history", async (run, { url }) => {
   page.on("request", (r) => {
     if (new URL(r.url()).pathname === "/articles") listRequests.push(`${r.method()} ${r.url()}`);
   });
+  // What the page's re-joins asked for and were answered, read off its WebSockets.
   let connections = 0;
-  page.on("websocket", () => (connections += 1));
+  const recoveries = [];
+  page.on("websocket", (ws) => {
+    connections += 1;
+    const asked = new Map(); // join id -> since
+    ws.on("framesent", ({ payload }) => {
+      const m = JSON.parse(payload);
+      if (m.op === "join" && m.since) asked.set(m.id, m.since);
+    });
+    ws.on("framereceived", ({ payload }) => {
+      const m = JSON.parse(payload);
+      if (m.op !== "reply" || !asked.has(m.id)) return;
+      const { recovered, replayed, seq } = m.data || {};
+      recoveries.push({ since: asked.get(m.id).seq, recovered, replayed, seq });
+    });
+  });
   await page.goto(url + "/");
   await waitForState(page, "online");
   await waitForArticles(page, "the 3 early articles, newest first", expected(1, 3));
@@ -72,6 +88,7 @@ runScript("news_history", async (run, { url }) => {
   await waitForArticles(page, "all 63 articles once, newest first", expected(1, 63));
   out.after_cuts = (await page.evaluate(shown)).length;
   out.connections_after_cuts = connections;
+  out.recoveries_after_cuts = [...recoveries];
   const hint = await page.evaluate(() => document.querySelector("#empty").hidden);
   assert(hint, "the \"no article yet\" hint shows next to articles");
 
@@ -96,6 +113,7 @@ runScript("news_history", async (run, { url }) => {
   assert(marker === "still here" && navigations === 0, "the page was reloaded");
   await waitForState(page, "online", 1000);
   out.connections = connections;
+  out.recoveries = recoveries;
   out.list_requests = listRequests;
   log(`GET /articles requests from the page: ${JSON.stringify(listRequests)}`);
   return out;
