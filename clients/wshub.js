@@ -8,9 +8,10 @@
  *     onStatus: (status) => console.log(status),     // "connecting" | "online" | "offline"
  *     backoff: { initialMs: 500, maxMs: 10000 },
  *   });
- *   hub.on("message", ({ room, from, data }) => console.log(room, from, data));
+ *   hub.on("message", ({ room, from, data, seq }) => console.log(room, seq, from, data));
  *   hub.on("presence", ({ room, presence, joined, left }) => render(presence));
- *   await hub.join("chat:lobby", { name: "alice" });
+ *   hub.on("recovery", ({ room, recovered }) => { if (!recovered) clearAndWarn(room); });
+ *   await hub.join("chat:lobby", { name: "alice" }, { history: 50 }); // + the last 50
  *   await hub.publish("chat:lobby", { kind: "text", text: "hi" });
  *   hub.publish("chat:lobby", { kind: "typing" }, { ephemeral: true, ack: false });
  *   const rooms = await hub.call("rooms.list");       // a method the server registered
@@ -18,7 +19,13 @@
  * What it does for you:
  * - reconnects after every close but a normal one (1000) from the server, waiting a
  *   random delay between 0 and min(maxMs, initialMs * 2^attempt) ("full jitter");
- * - re-joins every room it joined, with the same meta, after each reconnect;
+ * - re-joins every room it joined, with the same meta, after each reconnect, asking for
+ *   what it missed: it keeps the stream position (`seq`, `epoch`) of the last message
+ *   of each room and re-joins with `since` (PROTOCOL.md section 9), so every stored
+ *   message reaches the application exactly once and in order; a "recovery" event
+ *   says whether that worked (`recovered: false`: messages may be missing; the room's
+ *   last `history` messages follow instead when `join` asked for them);
+ * - asks for a room's recent history on a fresh join (`join(room, meta, {history})`);
  * - keeps each room's presence from the join snapshot plus `presence_diff`s, holding
  *   the diffs that arrive before the join reply (PROTOCOL.md section 6);
  * - rejects pending requests when the connection drops (code "disconnected").
@@ -55,6 +62,14 @@
       }
     }
     return map;
+  }
+
+  /** `{seq, epoch}` of a message or join reply (section 9), or null without one. */
+  function positionOf(obj) {
+    if (obj && Number.isSafeInteger(obj.seq) && obj.seq >= 0 && typeof obj.epoch === "string") {
+      return { seq: obj.seq, epoch: obj.epoch };
+    }
+    return null;
   }
 
   function metasOf(entry) {
@@ -157,12 +172,39 @@
      * it joined across reconnects. Resolves with the join reply's data (`{presence}`)
      * once joined, after reconnects if need be; rejects if the server refuses the join
      * (WshubError with its code) or `leave(room)` is called first. Joining a room again
-     * returns the first join's promise (the server keeps the first meta too).
+     * returns the first join's promise (the server keeps the first meta and options too).
+     *
+     * In a namespace that keeps history the data also has `seq`, `epoch` and `replayed`
+     * (PROTOCOL.md section 9). With `history: N` the server sends the room's last N
+     * stored messages right after the reply (as "message" events with `replay: true`),
+     * and every re-join asks for them again in case what was missed cannot be recovered.
+     *
+     * @param {string} room
+     * @param {object} [meta]
+     * @param {{history?: number}} [options]  `history`: how many recent messages to ask
+     *   for (a non-negative integer; the server caps it, 100 by default). Default none.
      */
-    join(room, meta = {}) {
+    join(room, meta = {}, { history } = {}) {
       const existing = this._rooms.get(room);
       if (existing) return existing.promise;
-      const entry = { meta: meta || {}, state: null, held: [], ready: false };
+      if (history !== undefined && !(Number.isSafeInteger(history) && history >= 0)) {
+        return Promise.reject(new TypeError(`history must be a non-negative integer, not ${history}`));
+      }
+      const entry = {
+        meta: meta || {},
+        history,
+        state: null,
+        held: [],
+        ready: false,
+        // The stream position ({seq, epoch}) of the last stored message handed to the
+        // application, or of the join reply when it is later: what a re-join asks to
+        // continue from. Kept across reconnects, forgotten with the room.
+        pos: null,
+        // Messages still to come from the latest join reply's `replayed`.
+        replaying: 0,
+        // The reply's position, reached once the replayed messages are in.
+        replayEnd: null,
+      };
       entry.promise = new Promise((resolve, reject) => {
         entry.resolve = resolve;
         entry.reject = reject;
@@ -189,7 +231,7 @@
 
     /**
      * Publishes `data` to `room` (which must be joined). With `ack` (the default) it
-     * resolves with the reply's data (`{delivered}`) or rejects with a WshubError; with
+     * resolves with the reply's data (`{delivered, seq, epoch}`) or rejects with a WshubError; with
      * `ack: false` it is fire-and-forget (a failure arrives as an "error" event).
      * Rejects with code "disconnected" when not connected: nothing is queued.
      */
@@ -239,25 +281,16 @@
       if (!this._isOpen()) {
         return Promise.reject(new WshubError("disconnected", "not connected"));
       }
-      const id = this._nextId++;
-      return new Promise((resolve, reject) => {
-        let timer = null;
-        if (this._requestTimeoutMs > 0) {
-          timer = setTimeout(() => {
-            this._pending.delete(id);
-            reject(new WshubError("timeout", `no reply to ${msg.op} in ${this._requestTimeoutMs} ms`));
-          }, this._requestTimeoutMs);
-        }
-        this._pending.set(id, { resolve, reject, timer });
-        this._send(Object.assign({}, msg, { id }));
-      });
+      return new Promise((resolve, reject) => this._sendRequest(msg, resolve, reject));
     }
 
     /**
      * Listens to an event; returns a function that stops listening. Events:
      * "status" (status, detail), "open", "welcome" {user, conn_id},
-     * "message" {room, from, data}, "presence" {room, presence, joined, left, snapshot},
-     * "joined" {room, data, rejoin}, "error" {code, message, room?},
+     * "message" {room, from, data, seq, epoch, replay},
+     * "presence" {room, presence, joined, left, snapshot},
+     * "recovery" {room, recovered, replayed, seq, epoch} (every re-join, before the
+     * replayed messages), "joined" {room, data, rejoin}, "error" {code, message, room?},
      * "close" {code, reason, opened}, "reconnecting" {delayMs, attempt}.
      */
     on(event, fn) {
@@ -294,6 +327,25 @@
       if (this._status === status) return;
       this._status = status;
       this._emit("status", status, detail || {});
+    }
+
+    /**
+     * Sends `msg` with a fresh id; `resolve(data)` or `reject(WshubError)` is called
+     * exactly once, synchronously from the frame handler for the reply. Joins need
+     * that: the replayed messages follow the reply at once, and `ws` under Node may
+     * hand several frames over before any promise callback runs.
+     */
+    _sendRequest(msg, resolve, reject) {
+      const id = this._nextId++;
+      let timer = null;
+      if (this._requestTimeoutMs > 0) {
+        timer = setTimeout(() => {
+          this._pending.delete(id);
+          reject(new WshubError("timeout", `no reply to ${msg.op} in ${this._requestTimeoutMs} ms`));
+        }, this._requestTimeoutMs);
+      }
+      this._pending.set(id, { resolve, reject, timer });
+      this._send(Object.assign({}, msg, { id }));
     }
 
     _isOpen() {
@@ -420,6 +472,10 @@
         entry.state = null;
         entry.held = [];
         entry.ready = false;
+        // A replay cut short: `pos` is its last message, so the re-join continues
+        // right after it.
+        entry.replaying = 0;
+        entry.replayEnd = null;
       }
     }
 
@@ -428,27 +484,17 @@
       entry.state = null;
       entry.held = [];
       entry.ready = false;
-      this.request({ op: "join", room, meta: entry.meta }).then(
-        (data) => {
-          if (this._rooms.get(room) !== entry || entry.ready) return;
-          // Section 6: the snapshot is the state; then the diffs held since the join
-          // was sent, in order; then each new one as it comes.
-          entry.state = presenceFromWire(data && data.presence);
-          entry.ready = true;
-          entry.joinedOnce = true;
-          const held = entry.held;
-          entry.held = [];
-          this._emit("presence", {
-            room,
-            presence: new Map(entry.state),
-            joined: [],
-            left: [],
-            snapshot: true,
-          });
-          for (const diff of held) this._applyDiff(room, entry, diff);
-          this._emit("joined", { room, data, rejoin });
-          entry.resolve(data);
-        },
+      entry.replaying = 0;
+      entry.replayEnd = null;
+      const op = { op: "join", room, meta: entry.meta };
+      // Section 9: continue from the last message received; with `history`, the
+      // server sends the recent messages instead when it cannot vouch for the gap.
+      const since = entry.pos;
+      if (since) op.since = { seq: since.seq, epoch: since.epoch };
+      if (entry.history !== undefined) op.history = entry.history;
+      this._sendRequest(
+        op,
+        (data) => this._onJoinReply(room, entry, rejoin, since, data),
         (error) => {
           // Lost with the connection: the next connection joins again.
           if (error.code === "disconnected" || error.code === "closed") return;
@@ -458,6 +504,93 @@
           this._emit("error", { code: error.code, message: error.message, room });
         },
       );
+    }
+
+    /**
+     * A join reply, handled before the next frame (the replayed messages) is read.
+     * Emits, in order: "presence" (the snapshot, then held diffs), "recovery" (on a
+     * re-join), "joined"; then the replayed messages come as "message" events.
+     */
+    _onJoinReply(room, entry, rejoin, since, data) {
+      if (this._rooms.get(room) !== entry || entry.ready) return;
+      data = data || {};
+      // Section 6: the snapshot is the state; then the diffs held since the join
+      // was sent, in order; then each new one as it comes.
+      entry.state = presenceFromWire(data.presence);
+      entry.ready = true;
+      entry.joinedOnce = true;
+      const position = positionOf(data);
+      const replayed = Number.isSafeInteger(data.replayed) && data.replayed > 0 ? data.replayed : 0;
+      // Without `since` there is nothing to recover (a first join, or a namespace
+      // without history, where no message carries a position).
+      const recovered = since !== null && data.recovered === true;
+      if (!recovered) {
+        // Whatever follows starts a new run: history (possibly older than, or of
+        // another epoch than, what the application saw), then live messages.
+        entry.pos = null;
+      }
+      if (replayed > 0) {
+        entry.replaying = replayed;
+        entry.replayEnd = position;
+      } else if (position) {
+        entry.pos = position;
+      }
+      const held = entry.held;
+      entry.held = [];
+      this._emit("presence", {
+        room,
+        presence: new Map(entry.state),
+        joined: [],
+        left: [],
+        snapshot: true,
+      });
+      for (const diff of held) this._applyDiff(room, entry, diff);
+      if (rejoin) {
+        this._emit("recovery", {
+          room,
+          recovered,
+          replayed,
+          seq: position ? position.seq : undefined,
+          epoch: position ? position.epoch : undefined,
+        });
+      }
+      this._emit("joined", { room, data, rejoin });
+      entry.resolve(data);
+    }
+
+    /**
+     * A room `message`: emitted unless it is a stored message the application has
+     * had already (same epoch, `seq` not past the kept position), which the server
+     * never sends but costs nothing to rule out.
+     */
+    _onMessage(msg) {
+      const entry = this._rooms.get(msg.room);
+      const position = positionOf(msg);
+      let replay = false;
+      if (entry && position) {
+        if (entry.replaying > 0) {
+          replay = true;
+          entry.replaying -= 1;
+        }
+        const kept = entry.pos;
+        const duplicate = kept !== null && kept.epoch === position.epoch && position.seq <= kept.seq;
+        if (!duplicate) entry.pos = position;
+        if (entry.replaying === 0 && entry.replayEnd) {
+          // The replay is over: the position is the reply's (normally this message's).
+          const end = entry.replayEnd;
+          entry.replayEnd = null;
+          if (!entry.pos || entry.pos.epoch !== end.epoch || entry.pos.seq < end.seq) entry.pos = end;
+        }
+        if (duplicate) return;
+      }
+      this._emit("message", {
+        room: msg.room,
+        from: msg.from === undefined ? null : msg.from,
+        data: msg.data,
+        seq: position ? position.seq : undefined,
+        epoch: position ? position.epoch : undefined,
+        replay,
+      });
     }
 
     _onFrame(text) {
@@ -491,11 +624,7 @@
           break;
         }
         case "message":
-          this._emit("message", {
-            room: msg.room,
-            from: msg.from === undefined ? null : msg.from,
-            data: msg.data,
-          });
+          this._onMessage(msg);
           break;
         case "presence_diff": {
           const entry = this._rooms.get(msg.room);
@@ -509,7 +638,16 @@
           // reconnect (the server decides that again); `leave(room)` leaves it.
           let entry = this._rooms.get(msg.room);
           if (!entry) {
-            entry = { meta: {}, state: null, held: [], ready: false, server: true };
+            entry = {
+              meta: {},
+              state: null,
+              held: [],
+              ready: false,
+              server: true,
+              pos: null,
+              replaying: 0,
+              replayEnd: null,
+            };
             entry.promise = Promise.resolve({ presence: msg.presence });
             entry.resolve = () => {};
             entry.reject = () => {};
@@ -517,6 +655,9 @@
           }
           entry.state = presenceFromWire(msg.presence);
           entry.ready = true;
+          // Nothing is replayed after a server join: live messages follow its position.
+          const position = positionOf(msg);
+          if (position) entry.pos = position;
           this._emit("presence", {
             room: msg.room,
             presence: new Map(entry.state),
@@ -524,7 +665,9 @@
             left: [],
             snapshot: true,
           });
-          this._emit("joined", { room: msg.room, data: { presence: msg.presence }, server: true });
+          const data = { presence: msg.presence };
+          if (position) Object.assign(data, position);
+          this._emit("joined", { room: msg.room, data, server: true });
           break;
         }
         case "left": {

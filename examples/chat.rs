@@ -49,6 +49,13 @@
 //! `{"kind": "typing"}`, sent with `ephemeral: true`, which the page shows for 3
 //! seconds.
 //!
+//! Rooms keep the hub's default history (a room's last 100 messages, for 10 minutes;
+//! typing indicators are never kept). The page joins each room asking for its last 50
+//! messages, so a reload or a second tab shows the conversation so far. After a
+//! reconnect it gets exactly the messages it missed (`PROTOCOL.md` section 9); if the
+//! server cannot send them (it restarted, or too many were missed), the room's list
+//! says "some messages may be missing" and shows the recent messages again.
+//!
 //! One RPC, `rooms.list` (`{"op": "call", "method": "rooms.list", "id": N}`), answers
 //! the rooms that have people in them, `[{"room": "chat:lobby", "users": 3}, ..]`; the
 //! page shows them in its "Rooms with people" panel, refreshed when it connects, every

@@ -19,7 +19,7 @@
 //! | `GET /` | the page (`examples/news_feed/`: HTML, CSS and JS compiled in) |
 //! | `GET /wshub.js` | the browser client (`clients/wshub.js`) |
 //! | `POST /articles` | `{"title", "body", "url"?}` -> 201 and the [`Article`]; 400 `{"error", "field"}` on bad input, 413 over 32 KiB, 415 if not JSON |
-//! | `GET /articles` | `{"articles": [..]}`, newest first (the last 100 are kept) |
+//! | `GET /articles` | `{"articles": [..]}`, newest first: the room's history (the last 100, for a day), for HTTP clients; the page reads it over its WebSocket |
 //! | `GET /ws` | the hub: anyone may join `news:latest`; only the server publishes there |
 //!
 //! Each accepted article is published, typed, to the room `news:latest` of the

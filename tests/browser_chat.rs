@@ -1,6 +1,8 @@
 //! The chat example (`examples/chat.rs`) in a real browser: headless Chromium driven
-//! by the Node scripts `tests/browser/chat.mjs` and `tests/browser/chat_reconnect.mjs`
-//! (playwright-core), against the example's server started in this process.
+//! by the Node scripts `tests/browser/chat.mjs`, `tests/browser/chat_reconnect.mjs` and
+//! `tests/browser/chat_history.mjs` (playwright-core), against the example's server
+//! started in this process (behind a proxy that cuts connections, for the history
+//! test).
 //!
 //! Needs Node.js >= 20, Chromium and `npm ci --prefix tests/peers`; without them the
 //! tests FAIL saying what to install (`bash .ci/run` installs everything). On a
@@ -11,6 +13,7 @@
 #[path = "../examples/chat.rs"]
 #[allow(dead_code)]
 mod chat;
+mod common;
 #[path = "browser/support.rs"]
 mod support;
 
@@ -23,7 +26,8 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use chat::{ChatOptions, ChatServer};
+use chat::{ChatEvent, ChatOptions, ChatServer};
+use common::cut_proxy::CutProxy;
 use support::{post_json, run_script};
 
 /// Hard limit for one browser script (it gives up by itself a few seconds earlier).
@@ -194,6 +198,177 @@ async fn the_page_reconnects_after_a_server_restart() {
     if let Some(server) = server {
         server.shutdown().await.unwrap();
     }
+}
+
+/// A chat message published by the server, as the page shows it.
+fn text_event(text: &str) -> ChatEvent {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    ChatEvent::Text {
+        text: text.to_owned(),
+        name: "publisher".into(),
+        at,
+    }
+}
+
+/// Publishes `text` to the lobby of `server`.
+async fn publish(server: &ChatServer, text: &str) -> Result<(), String> {
+    server
+        .hub
+        .room::<ChatEvent>(chat::DEFAULT_ROOM)
+        .map_err(|e| e.to_string())?
+        .publish(text_event(text))
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// History and recovery in the page (`PROTOCOL.md` section 9), through a proxy that
+/// cuts connections without a close frame. While the server publishes 300 numbered
+/// messages, one every 10 ms, the proxy cuts the page's connection 3 times: the page
+/// shows every number exactly once, in order, and no "missing" notice. A reload, and
+/// another user's new page, show the lobby's last 50 messages. Then a new hub takes
+/// over the address (a restart: a new epoch): the open pages say "some messages may be
+/// missing", show the new hub's recent messages, and get a live one, without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_every_message_once_across_cuts_reloads_and_a_restart() {
+    const MESSAGES: usize = 300;
+    const CUT_EVERY: usize = 75;
+    const HELD: usize = 10;
+    let options = ChatOptions {
+        secret: Some(b"browser history test key".to_vec()),
+        ..ChatOptions::default()
+    };
+    let mut server = start_chat(options.clone()).await;
+    let proxy = CutProxy::start(server.local_addr).await;
+    let mut cuts = 0;
+    let mut restarts = 0;
+
+    let outcome = run_script(
+        "chat_history.mjs",
+        &proxy.http_url("/"),
+        Duration::from_secs(90),
+        async |cmd: &str| -> Result<String, String> {
+            match cmd {
+                "stream" => {
+                    // A steady rate, not a burst: the cuts fall while messages are in
+                    // flight, and a reconnection (at most 500 ms of backoff) misses
+                    // fewer messages than the room keeps (100). The page's reconnection
+                    // is held for the 10 messages after each cut, so that each
+                    // recovery has at least those to replay.
+                    let lobby = server
+                        .hub
+                        .room::<ChatEvent>(chat::DEFAULT_ROOM)
+                        .map_err(|e| e.to_string())?;
+                    let members = || lobby.connections().iter().map(|c| c.conn_id).collect();
+                    let mut cut_member = None;
+                    let mut tick = tokio::time::interval(Duration::from_millis(10));
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    for n in 1..=MESSAGES {
+                        tick.tick().await;
+                        publish(&server, &format!("n{n}")).await?;
+                        if n % CUT_EVERY == 0 && n < MESSAGES {
+                            // Each cut cuts the page's latest connection, once it is
+                            // back in the room (normally long before).
+                            cut_member = Some(support::one_new_member(members, cut_member).await?);
+                            proxy.hold();
+                            proxy.cut();
+                            cuts += 1;
+                        }
+                        if n % CUT_EVERY == HELD {
+                            proxy.release();
+                        }
+                    }
+                    proxy.release();
+                    Ok(format!("published {MESSAGES}, cut {cuts} times"))
+                }
+                "restart" => {
+                    let listener = TcpListener::bind("127.0.0.1:0")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let next = chat::start(listener, options.clone())
+                        .await
+                        .map_err(|e| format!("cannot start another chat: {e}"))?;
+                    for text in ["r1", "r2", "r3"] {
+                        publish(&next, text).await?;
+                    }
+                    proxy.retarget(next.local_addr);
+                    let old = std::mem::replace(&mut server, next);
+                    tokio::time::timeout(Duration::from_secs(10), old.shutdown())
+                        .await
+                        .map_err(|_| "the old server did not stop within 10 s".to_owned())?
+                        .map_err(|e| format!("the old server stopped with an error: {e}"))?;
+                    restarts += 1;
+                    Ok(format!("restarted on {}", server.local_addr))
+                }
+                other => match other.strip_prefix("publish ") {
+                    Some(text) => publish(&server, text).await.map(|()| "published".into()),
+                    None => Err(format!("unknown control command `{other}`")),
+                },
+            }
+        },
+    )
+    .await;
+    let report = outcome.assert_ok();
+    let fail = || outcome.report();
+    assert_eq!(cuts, 3, "{}", fail());
+    assert_eq!(restarts, 1, "{}", fail());
+    assert_eq!(report["stream"]["shown"], MESSAGES, "{}", fail());
+    assert_eq!(
+        report["stream"]["reconnections"],
+        3,
+        "the page reconnected once per cut\n{}",
+        fail()
+    );
+    let recoveries = report["stream"]["recoveries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(recoveries.len(), 3, "one re-join per cut\n{}", fail());
+    for r in &recoveries {
+        let (since, replayed) = (r["since"].as_u64(), r["replayed"].as_u64());
+        assert_eq!(r["recovered"], true, "{r}\n{}", fail());
+        assert_eq!(
+            r["seq"].as_u64(),
+            since.zip(replayed).map(|(s, n)| s + n),
+            "everything after `since` is replayed: {r}\n{}",
+            fail()
+        );
+        assert!(
+            replayed.unwrap_or(0) >= HELD as u64,
+            "at least the {HELD} messages published while the reconnection was held: {r}\n{}",
+            fail()
+        );
+    }
+    // The restart is not recovered: the new hub cannot vouch for the old position,
+    // and replays its 3 messages.
+    assert_eq!(
+        report["restart_recoveries"],
+        json!([{"since": MESSAGES, "recovered": false, "replayed": 3, "seq": 3}]),
+        "{}",
+        fail()
+    );
+    assert_eq!(
+        report["recent"],
+        json!({"reader": 50, "late": 50}),
+        "{}",
+        fail()
+    );
+    for page in ["reader", "late"] {
+        assert_eq!(
+            report["restart"][page],
+            json!({
+                "notices": ["Reconnected: some messages may be missing. The room's recent messages follow."],
+                "messages": ["r1", "r2", "r3", "live after the restart"],
+            }),
+            "{page} after the restart\n{}",
+            fail()
+        );
+    }
+    assert_eq!(report["dialogs"], json!([]), "{}", fail());
+    assert_eq!(report["page_errors"], json!([]), "{}", fail());
+    server.shutdown().await.unwrap();
 }
 
 /// What the page is told happens at the handshake, without a browser: a missing or

@@ -1,7 +1,8 @@
 //! `clients/wshub.js` (under Node, with `ws`) and the server-side controls: a room the
 //! server joins the connection to appears in the client (`joined` event, presence kept),
 //! a direct message arrives as a `direct` event, and a server-side removal (a ban)
-//! arrives as a `left` event and drops the room from the client.
+//! arrives as a `left` event and drops the room from the client. The server join's
+//! `joined` event carries the room's stream position.
 
 mod common;
 
@@ -44,6 +45,12 @@ async fn wshub_js_follows_server_joins_direct_sends_and_removals() {
         j["presence"].as_array().map(Vec::len),
         Some(1),
         "{}",
+        outcome.report()
+    );
+    assert_eq!(
+        j["serverJoinPosition"],
+        json!({"seq": 0, "epoch": "string"}),
+        "the `joined` event carries the empty room's position\n{}",
         outcome.report()
     );
     let events = j["events"].as_array().unwrap();

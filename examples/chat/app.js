@@ -3,6 +3,13 @@
 //
 // Every string that comes from a user (names, messages, room names) reaches the page
 // through textContent or dataset, never as HTML.
+//
+// Messages are never lost or shown twice: every room is joined with `history`, so a
+// reload or a second tab shows the room's recent messages; after a reconnect wshub.js
+// re-joins with the position of the last message it received and the server sends
+// what was missed (silently: they just appear, in order). When the server cannot
+// (it restarted, or too much was missed), the room's list is cleared, says "some
+// messages may be missing" and fills again from the recent history that follows.
 "use strict";
 
 (() => {
@@ -16,6 +23,10 @@
   const TYPING_SHOW_MS = 3000;
   /** Messages kept per room (the oldest go first). */
   const MAX_ITEMS = 500;
+  /** Recent messages asked for when joining a room (the server keeps 100 by default). */
+  const HISTORY = 50;
+  /** Shown first in a room whose missed messages the server could not send. */
+  const MISSING = "Reconnected: some messages may be missing. The room's recent messages follow.";
   /** The "Rooms with people" panel asks the server (`rooms.list`) this often... */
   const BUSY_ROOMS_EVERY_MS = 5000;
   /** ...and this long after a presence change, so a burst of joins costs one call. */
@@ -50,7 +61,9 @@
   /** The "Rooms with people" panel's refresh interval and pending debounced refresh. */
   let busyRoomsTimer = null;
   let busyRoomsSoon = null;
-  /** room -> {items: [{kind: "message"|"notice", ...}], unread, online: Map|null, typing: Map} */
+  /** room -> {items: [{kind: "message"|"notice", ...}], unread, online: Map|null, typing: Map,
+   * countReplay}; `countReplay`: whether replayed messages are unread (missed while
+   * away) rather than history the reader is shown on opening the room. */
   const rooms = new Map();
   let active = DEFAULT_ROOM;
   let lastTypingSent = 0;
@@ -251,6 +264,7 @@
       refreshBusyRooms();
     });
     hub.on("message", onMessage);
+    hub.on("recovery", onRecovery);
     hub.on("presence", onPresence);
     hub.on("close", ({ code, opened }) => {
       if (opened && code === 1000) showError("The server closed the connection; reload to come back.");
@@ -337,7 +351,7 @@
   function ensureRoom(room) {
     let r = rooms.get(room);
     if (!r) {
-      r = { items: [], unread: 0, online: null, typing: new Map() };
+      r = { items: [], unread: 0, online: null, typing: new Map(), countReplay: false };
       rooms.set(room, r);
     }
     return r;
@@ -346,7 +360,8 @@
   function joinRoom(room) {
     ensureRoom(room);
     // The server stamps the display name into presence; the page's own meta is empty.
-    hub.join(room, {}).catch((e) => {
+    // The room's recent messages follow the join (a reload, a second tab, a new room).
+    hub.join(room, {}, { history: HISTORY }).catch((e) => {
       if (e.code === "left" || e.code === "closed") return;
       showError(`Cannot join ${roomLabel(room)}: ${e.message}`);
       dropRoom(room);
@@ -415,11 +430,27 @@
 
   // ---- events from the hub -----------------------------------------------------------
 
-  function onMessage({ room, from, data }) {
+  /**
+   * A room was joined again after a reconnect. Recovered: what was missed follows as
+   * messages, nothing to do. Not recovered: start the room's list over, saying so; the
+   * recent history follows.
+   */
+  function onRecovery({ room, recovered }) {
+    const r = rooms.get(room);
+    if (!r) return;
+    r.countReplay = recovered;
+    if (recovered) return;
+    r.items = [{ kind: "notice", gap: true, text: MISSING }];
+    if (room === active) renderActive();
+  }
+
+  function onMessage({ room, from, data, replay }) {
     const r = rooms.get(room);
     if (!r || !data || typeof data !== "object") return;
     if (data.kind === "text") {
       r.typing.delete(from);
+      // wshub.js hands each stored message over once, in order (it drops any it has
+      // had already), so appending never shows one twice.
       addItem(room, {
         kind: "message",
         from,
@@ -427,11 +458,12 @@
         text: str(data.text),
         at: Number.isFinite(data.at) && data.at > 0 ? data.at : Date.now(),
       });
-      if (room !== active) {
+      if (room === active) {
+        renderTyping();
+      } else if (!replay || r.countReplay) {
+        // History shown on opening a room is not unread; messages missed while away are.
         r.unread += 1;
         renderRooms();
-      } else {
-        renderTyping();
       }
     } else if (data.kind === "typing") {
       if (from === null || from === hub.user) return; // not our own tabs
@@ -476,7 +508,7 @@
   }
 
   function itemElement(item) {
-    if (item.kind === "notice") return el("div", "notice", item.text);
+    if (item.kind === "notice") return el("div", item.gap ? "notice gap" : "notice", item.text);
     const node = el("div", "message");
     if (hub && item.from === hub.user) node.classList.add("mine");
     node.dataset.user = item.from || "";

@@ -1,10 +1,14 @@
 // The news_feed example's page logic (examples/news_feed.rs serves it at /app.js).
 // It uses WshubClient from /wshub.js (clients/wshub.js) and nothing else.
 //
-// On every connection it joins news:latest first and then loads GET /articles, so no
-// article published in between is missed: the list shown is the loaded one plus
-// whatever arrived live on this connection, newest (highest id) first. Article text is
-// rendered with textContent; only http(s) URLs become links.
+// The room's history is the list of articles: the page joins news:latest asking for
+// its last 100 messages, shows them, then shows new articles as they are published,
+// newest (highest id) first. After a reconnect wshub.js re-joins with the position of
+// the last article it received and the server sends the ones missed meanwhile; when
+// it cannot (the server restarted, or they aged out), the page empties its list and
+// fills it again from the history that follows. It never needs `GET /articles` (an
+// API for other HTTP clients). Article text is rendered with textContent; only
+// http(s) URLs become links.
 "use strict";
 
 (() => {
@@ -20,12 +24,14 @@
     curl: $("#curl"),
   };
 
-  /** Articles received live on the current connection, by id. */
-  let live = new Map();
-  /** Articles from the last GET /articles on this connection, or null until it answers. */
-  let listed = null;
-  /** Which load is the latest (a reconnect may start another). */
-  let loadSeq = 0;
+  /** Ids of the articles shown. */
+  const shown = new Set();
+  /**
+   * Whether articles replayed after a join are new to the reader (missed while the
+   * connection was down: highlighted like live ones) rather than the history a
+   * freshly loaded page fills itself with.
+   */
+  let replayIsNews = false;
 
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -93,23 +99,9 @@
     return node;
   }
 
-  /** Re-renders everything: the loaded list plus the live articles, newest first. */
-  function renderAll() {
-    const shownBefore = new Set(Array.from(ui.articles.children, (n) => n.dataset.id));
-    const all = new Map(listed || []);
-    for (const [id, a] of live) all.set(id, a);
-    const sorted = Array.from(all.values())
-      .sort((a, b) => b.id - a.id)
-      .slice(0, MAX_SHOWN);
-    ui.articles.replaceChildren(
-      ...sorted.map((a) => articleElement(a, live.has(a.id) && !shownBefore.has(String(a.id)))),
-    );
-    ui.empty.hidden = sorted.length > 0;
-  }
-
-  /** Adds one live article in its place (by id, newest first). */
-  function insertLive(article) {
-    if (ui.articles.querySelector(`[data-id="${article.id}"]`)) return;
+  /** Adds one article in its place (by id, newest first), once. */
+  function insert(article, fresh) {
+    if (shown.has(article.id)) return;
     let before = null;
     for (const child of ui.articles.children) {
       if (Number(child.dataset.id) < article.id) {
@@ -117,26 +109,20 @@
         break;
       }
     }
-    ui.articles.insertBefore(articleElement(article, true), before);
-    while (ui.articles.childElementCount > MAX_SHOWN) ui.articles.lastElementChild.remove();
+    ui.articles.insertBefore(articleElement(article, fresh), before);
+    shown.add(article.id);
+    while (ui.articles.childElementCount > MAX_SHOWN) {
+      shown.delete(Number(ui.articles.lastElementChild.dataset.id));
+      ui.articles.lastElementChild.remove();
+    }
     ui.empty.hidden = true;
   }
 
-  async function loadArticles() {
-    const seq = ++loadSeq;
-    let articles = [];
-    try {
-      const resp = await fetch("/articles", { cache: "no-store" });
-      if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
-      const body = await resp.json();
-      articles = Array.isArray(body.articles) ? body.articles.filter(isArticle) : [];
-      clearError();
-    } catch (e) {
-      showError(`Cannot load the articles: ${e.message}`);
-    }
-    if (seq !== loadSeq) return;
-    listed = new Map(articles.map((a) => [a.id, a]));
-    renderAll();
+  /** Empties the list: the history that follows fills it again. */
+  function clearAll() {
+    shown.clear();
+    ui.articles.replaceChildren();
+    ui.empty.hidden = false;
   }
 
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -144,21 +130,22 @@
     onStatus: setStatus,
     backoff: { initialMs: 500, maxMs: 8000 },
   });
-  // A new connection: articles are numbered by the server that is up now, which may be
-  // a restarted one; start over from what it says.
-  hub.on("open", () => {
-    live = new Map();
-    listed = null;
+  // Emitted on every re-join, before the replayed articles arrive.
+  hub.on("recovery", ({ room, recovered }) => {
+    if (room !== ROOM) return;
+    replayIsNews = recovered;
+    // The server could not send everything missed (a restarted server numbers its
+    // articles afresh): start over from the history that follows.
+    if (!recovered) clearAll();
   });
-  hub.on("message", ({ room, data }) => {
+  hub.on("message", ({ room, data, replay }) => {
     if (room !== ROOM || !isArticle(data)) return;
-    live.set(data.id, data);
-    if (listed !== null) insertLive(data);
+    insert(data, !replay || replayIsNews);
   });
   hub.on("joined", ({ room }) => {
-    if (room === ROOM) loadArticles();
+    if (room === ROOM) clearError();
   });
-  hub.join(ROOM).catch((e) => showError(`Cannot join ${ROOM}: ${e.message}`));
+  hub.join(ROOM, {}, { history: MAX_SHOWN }).catch((e) => showError(`Cannot join ${ROOM}: ${e.message}`));
 
   const insecure = location.protocol === "https:" ? "-k " : "";
   ui.curl.textContent =

@@ -3,7 +3,8 @@
 //   #login-form (#name-input, #login-button), #error,
 //   #status[data-state = connecting | online | offline],
 //   #room-list .room[data-room="chat:NAME"] (.active = current), #new-room-input, #new-room-button,
-//   #messages: .message (.author, .time, .text) and .notice ("alice joined" / "alice left"),
+//   #messages: .message (.author, .time, .text) and .notice ("alice joined" / "alice left";
+//     .notice.gap "...some messages may be missing..." first after a failed recovery),
 //   #online .user[data-user=USER_ID] (text = display name),
 //   #typing ("alice is typing..." or empty), #message-input, #send-button (Enter sends).
 

@@ -601,3 +601,28 @@ where
 pub async fn no_control(cmd: &str) -> Result<String, String> {
     Err(format!("this test has no control command `{cmd}`"))
 }
+
+/// Waits until `members()` (the ids of the connections in a room) is exactly one
+/// connection other than `previous`, and returns its id: a page whose connection a
+/// test cut is back in the room, on a new connection. Checks every 10 ms, for at most
+/// 10 s.
+pub async fn one_new_member(
+    members: impl Fn() -> Vec<u64>,
+    previous: Option<u64>,
+) -> Result<u64, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = members();
+        if let [id] = now[..]
+            && Some(id) != previous
+        {
+            return Ok(id);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the room holds connections {now:?} after 10 s, not one other than {previous:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -35,7 +35,11 @@ function seen(name, payload) {
     w(payload);
   }
 }
-hub.on("joined", (e) => seen("joined", { room: e.room, server: !!e.server }));
+hub.on("joined", (e) => {
+  // A server join carries the room's stream position (PROTOCOL.md section 9).
+  if (e.server) result.serverJoinPosition = { seq: e.data.seq, epoch: typeof e.data.epoch };
+  seen("joined", { room: e.room, server: !!e.server });
+});
 hub.on("direct", (e) => seen("direct", e));
 hub.on("left", (e) => seen("left", e));
 hub.on("presence", (e) =>
