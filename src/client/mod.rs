@@ -116,7 +116,7 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 
 use self::queue::RoomShared;
-use self::task::{Command, Request};
+use self::task::{Command, JoinCommand, Request};
 use self::wire::published;
 
 /// A handle to a client: join rooms, publish, call, watch the connection. Cheap to
@@ -278,7 +278,7 @@ impl Client {
             _type: PhantomData,
         };
         let (tx, rx) = oneshot::channel();
-        let cmd = Command::Join {
+        let cmd = Command::Join(JoinCommand {
             room: room.to_owned(),
             generation,
             meta: options.meta,
@@ -286,7 +286,7 @@ impl Client {
             since: options.since,
             shared,
             reply: tx,
-        };
+        });
         self.round_trip(cmd, rx).await?;
         Ok(subscription)
     }

@@ -218,24 +218,9 @@ impl Task {
 
     fn command_online(&mut self, cmd: Command, out: &Outbound) {
         match cmd {
-            Command::Join {
-                room,
-                generation,
-                meta,
-                history,
-                since,
-                shared,
-                reply,
-            } => {
-                if self.follow(
-                    room.clone(),
-                    generation,
-                    meta,
-                    history,
-                    since,
-                    shared,
-                    reply,
-                ) {
+            Command::Join(join) => {
+                let room = join.room.clone();
+                if self.follow(join) {
                     self.send_join(&room, out);
                 }
             }

@@ -33,17 +33,20 @@ pub(crate) enum TokenSource {
     Provider(Arc<TokenFn>),
 }
 
+/// A handle's `join`: the room, what to send with the join, where its events go.
+pub(crate) struct JoinCommand {
+    pub(crate) room: String,
+    pub(crate) generation: u64,
+    pub(crate) meta: Option<Value>,
+    pub(crate) history: Option<u64>,
+    pub(crate) since: Option<StreamPosition>,
+    pub(crate) shared: Arc<RoomShared>,
+    pub(crate) reply: oneshot::Sender<Result<(), ClientError>>,
+}
+
 /// What a handle asks of the task.
 pub(crate) enum Command {
-    Join {
-        room: String,
-        generation: u64,
-        meta: Option<Value>,
-        history: Option<u64>,
-        since: Option<StreamPosition>,
-        shared: Arc<RoomShared>,
-        reply: oneshot::Sender<Result<(), ClientError>>,
-    },
+    Join(JoinCommand),
     /// Stop following a room (`reply: None`: the subscription was dropped).
     Leave {
         room: String,
@@ -286,16 +289,8 @@ impl Task {
 
     fn command_offline(&mut self, cmd: Command) {
         match cmd {
-            Command::Join {
-                room,
-                generation,
-                meta,
-                history,
-                since,
-                shared,
-                reply,
-            } => {
-                self.follow(room, generation, meta, history, since, shared, reply);
+            Command::Join(join) => {
+                self.follow(join);
             }
             Command::Leave {
                 room,
@@ -315,18 +310,18 @@ impl Task {
         }
     }
 
-    /// Starts following `room`; `false` (and the waiter told) if it is followed already.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn follow(
-        &mut self,
-        room: String,
-        generation: u64,
-        meta: Option<Value>,
-        history: Option<u64>,
-        since: Option<StreamPosition>,
-        shared: Arc<RoomShared>,
-        reply: oneshot::Sender<Result<(), ClientError>>,
-    ) -> bool {
+    /// Starts following `join.room`; `false` (and the waiter told) if it is followed
+    /// already.
+    pub(crate) fn follow(&mut self, join: JoinCommand) -> bool {
+        let JoinCommand {
+            room,
+            generation,
+            meta,
+            history,
+            since,
+            shared,
+            reply,
+        } = join;
         if let Some(f) = self.rooms.get(&room) {
             if !f.state.shared.is_abandoned() {
                 let _ = reply.send(Err(ClientError::AlreadyJoined(room)));
@@ -404,8 +399,8 @@ impl Task {
         self.commands.close();
         while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
-                Command::Join { reply, .. } => {
-                    let _ = reply.send(Err(error()));
+                Command::Join(join) => {
+                    let _ = join.reply.send(Err(error()));
                 }
                 Command::Leave {
                     reply: Some(reply), ..
