@@ -114,7 +114,7 @@ pub(crate) struct RoomState {
     /// may wait, and nothing else is held meanwhile.
     pub(crate) turn: tokio::sync::Mutex<()>,
     /// `broadcast::Sender<Delivery<M>>` for server-side subscribers, created by the
-    /// first [`Room::subscribe`].
+    /// first [`Room::subscribe`](crate::Room::subscribe).
     typed_tx: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
@@ -244,7 +244,7 @@ pub enum RecvError {
     Closed,
 }
 
-/// A server-side subscription to a room, from [`Room::subscribe`].
+/// A server-side subscription to a room, from [`Room::subscribe`](crate::Room::subscribe).
 pub struct RoomSubscription<M> {
     rx: broadcast::Receiver<Delivery<M>>,
     /// Keeps the room alive while subscribed.
