@@ -103,16 +103,17 @@ impl MemoryHistory {
         self.order.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` on `room`'s stream, created (with a fresh epoch) if it has none.
-    fn with_stream<T>(&self, room: &str, f: impl FnOnce(&mut Stream) -> T) -> T {
+    /// Runs `f` on `room`'s stream (with the map's key for the room's name, shared
+    /// rather than copied), created with a fresh epoch if it has none.
+    fn with_stream<T>(&self, room: &str, f: impl FnOnce(&Arc<str>, &mut Stream) -> T) -> T {
         if let Some(s) = self.streams.get(room) {
-            return f(&mut lock(&s));
+            return f(s.key(), &mut lock(&s));
         }
         let s = self
             .streams
             .entry(Arc::from(room))
             .or_insert_with(|| Mutex::new(Stream::new()));
-        f(&mut lock(&s))
+        f(s.key(), &mut lock(&s))
     }
 
     /// Drops entries of `stream` from the front while `drop_it` says so, counting them
@@ -216,7 +217,7 @@ impl HistoryStore for MemoryHistory {
         limits: HistoryLimits,
     ) -> StoreFuture<'a, Result<StoredMessage, HistoryError>> {
         let now = Instant::now();
-        let stored = self.with_stream(room, |s| {
+        let stored = self.with_stream(room, |name, s| {
             s.top += 1;
             s.touched = now;
             s.max_age = limits.max_age;
@@ -235,7 +236,7 @@ impl HistoryStore for MemoryHistory {
             self.messages.fetch_add(1, Ordering::Relaxed);
             // Under the stream's lock, so one room's records are in `seq` order.
             self.order().push_back(OrderRecord {
-                room: Arc::from(room),
+                room: name.clone(),
                 epoch: s.epoch.clone(),
                 seq: s.top,
             });
@@ -266,7 +267,7 @@ impl HistoryStore for MemoryHistory {
         limits: HistoryLimits,
     ) -> StoreFuture<'a, Result<HistoryRead, HistoryError>> {
         let now = Instant::now();
-        let read = self.with_stream(room, |s| {
+        let read = self.with_stream(room, |_, s| {
             s.touched = now;
             s.max_age = limits.max_age;
             if let Some(oldest) = now.checked_sub(limits.max_age) {

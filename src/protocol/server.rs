@@ -163,8 +163,18 @@ impl EncodedMessage {
         if let Some((seq, epoch)) = position {
             use std::fmt::Write;
             let _ = write!(out, r#","seq":{seq},"epoch":"#);
-            // Epochs are the store's own opaque strings: escaped, to be safe.
-            out.push_str(&infallible(serde_json::to_string(epoch)));
+            // Epochs are the store's own opaque strings: plain ones (the in-memory
+            // store's hex digits) are written as they are, others escaped.
+            if epoch
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                out.push('"');
+                out.push_str(epoch);
+                out.push('"');
+            } else {
+                out.push_str(&infallible(serde_json::to_string(epoch)));
+            }
         }
         out.push(',');
         out.push_str(&self.tail);
