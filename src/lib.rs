@@ -220,6 +220,7 @@ pub mod client;
 pub mod error;
 pub mod history;
 mod hub;
+mod metrics;
 pub mod net;
 mod presence;
 pub mod protocol;
