@@ -90,7 +90,7 @@ use wshub::{
 };
 
 use common::{ApiError, asset};
-pub use common::{LogFormat, TlsChoice, TlsInfo, log_subscriber};
+pub use common::{LogFormat, TlsChoice, TlsInfo};
 use names::{ClaimError, NameKeys, NameRegistry};
 
 /// The room every user starts in.

@@ -52,7 +52,7 @@ use tokio::task::JoinHandle;
 use wshub::{HistoryLimits, Hub, Namespace, Room};
 
 use common::{ApiError, asset};
-pub use common::{LogFormat, TlsChoice, TlsInfo, log_subscriber};
+pub use common::{LogFormat, TlsChoice, TlsInfo};
 
 /// The room articles are published to.
 pub const ROOM: &str = "news:latest";

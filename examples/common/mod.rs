@@ -324,11 +324,8 @@ pub async fn run_until_ctrl_c(hub: Hub, task: JoinHandle<io::Result<()>>) -> io:
 pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing::subscriber::set_global_default(log_subscriber(
-        format,
-        filter,
-        std::io::stderr,
-    ));
+    let _ =
+        tracing::subscriber::set_global_default(log_subscriber(format, filter, std::io::stderr));
 }
 
 /// The examples' log subscriber, writing to `writer` (stderr, or a test's buffer).
