@@ -133,22 +133,15 @@ async fn serve<S>(
         metrics.connection_closed(close.code);
     }
     // One event per connection, with the close that ended it (the reason is the close
-    // frame's text: ours, or what the client wrote in its own).
-    match result {
-        Ok(()) => tracing::info!(
-            code = close.code,
-            reason = %close.reason,
-            initiator = ?close.initiator,
-            "closed"
-        ),
-        Err(e) => tracing::info!(
-            code = close.code,
-            reason = %close.reason,
-            initiator = ?close.initiator,
-            error = %e,
-            "closed with error"
-        ),
-    }
+    // frame's text: ours, or what the client wrote in its own), and the error that
+    // ended the task if one did (a reset, a protocol violation).
+    tracing::info!(
+        code = close.code,
+        reason = %close.reason,
+        initiator = ?close.initiator,
+        error = result.err().map(tracing::field::display),
+        "closed"
+    );
     spawn_disconnect_hook(&hub, entry, close);
 }
 
