@@ -47,12 +47,13 @@ pub(super) struct Sharded {
 }
 
 impl Sharded {
-    /// `width` counters, all zero, with twice as many shards as the machine has
-    /// threads (at least 4, at most 64): the runtime's workers, its blocking threads
-    /// and the application's own threads rarely share.
+    /// `width` counters, all zero, with four times as many shards as the machine has
+    /// threads (at least 8, at most 64): the runtime's workers, its blocking threads
+    /// and the application's own threads rarely share one, even as threads come and go
+    /// (a thread keeps the index it drew, and indices wrap around the shards).
     pub(super) fn new(width: usize) -> Self {
         let threads = std::thread::available_parallelism().map_or(4, |n| n.get());
-        let shards = (threads * 2).next_power_of_two().clamp(4, 64);
+        let shards = (threads * 4).next_power_of_two().clamp(8, 64);
         let lines_per_shard = width.div_ceil(PER_LINE).max(1);
         let lines = (0..shards * lines_per_shard)
             .map(|_| Line::default())
