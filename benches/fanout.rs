@@ -268,7 +268,10 @@ fn metrics_cost(c: &mut Criterion) {
     group.finish();
     // The `on` hub counted what was delivered and written.
     let text = hubs[1].1.metrics_text().unwrap();
-    assert!(!text.contains("wshub_sent_bytes_total 0\n"), "bytes were counted");
+    assert!(
+        !text.contains("wshub_sent_bytes_total 0\n"),
+        "bytes were counted"
+    );
 }
 
 criterion_group!(benches, fanout, burst, metrics_cost);

@@ -63,8 +63,10 @@
 //! page shows them in its "Rooms with people" panel, refreshed when it connects, every
 //! 5 seconds and when someone comes or goes in a joined room.
 
+// Public for the tests that include this file (`tests/logs_json.rs` sets up logging
+// as `main` does).
 #[path = "common/mod.rs"]
-mod common;
+pub mod common;
 #[path = "chat/names.rs"]
 pub mod names;
 

@@ -14,9 +14,6 @@
 #[allow(dead_code)]
 mod chat;
 mod common;
-#[path = "../examples/common/mod.rs"]
-#[allow(dead_code)]
-mod example_common;
 #[path = "browser/support.rs"]
 mod support;
 
@@ -84,8 +81,8 @@ impl Buffer {
 async fn logs_say_who_was_cut_off_and_why_without_secrets() {
     let logs = Buffer::default();
     let writer = logs.clone();
-    tracing::subscriber::set_global_default(example_common::log_subscriber(
-        example_common::LogFormat::Json,
+    tracing::subscriber::set_global_default(chat::common::log_subscriber(
+        chat::common::LogFormat::Json,
         tracing_subscriber::EnvFilter::new("info"),
         move || writer.clone(),
     ))

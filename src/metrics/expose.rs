@@ -17,7 +17,8 @@ use prometheus_client::registry::{Registry, Unit};
 use super::record::{Gauges, HistogramValue, Metrics};
 use super::{CLOSE_CODE_CLASSES, REFUSAL_STATUSES, RateLimit, ReplayOutcome};
 
-/// The `Content-Type` of what [`Metrics::render`] returns.
+/// The `Content-Type` of what [`Metrics::render`] returns (`/metrics` answers with it).
+#[cfg(feature = "axum")]
 pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 impl Metrics {

@@ -24,7 +24,7 @@ mod record;
 #[cfg(feature = "metrics")]
 mod sharded;
 
-#[cfg(feature = "metrics")]
+#[cfg(all(feature = "metrics", feature = "axum"))]
 pub(crate) use expose::CONTENT_TYPE;
 #[cfg(feature = "metrics")]
 pub(crate) use record::{Gauges, Metrics, NamespaceGauges};

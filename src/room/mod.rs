@@ -244,7 +244,7 @@ pub enum RecvError {
     Closed,
 }
 
-/// A server-side subscription to a room, from [`Room::subscribe`].
+/// A server-side subscription to a room, from [`Room::subscribe`](crate::Room::subscribe).
 pub struct RoomSubscription<M> {
     rx: broadcast::Receiver<Delivery<M>>,
     /// Keeps the room alive while subscribed.
