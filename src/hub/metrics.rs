@@ -66,6 +66,10 @@ impl Hub {
     /// | `wshub_join_replays_total` | counter | `outcome` | joins given history: `recovered`, `not_recovered`, `history` |
     /// | `wshub_history_messages`, `wshub_history_bytes` | gauge | | stored history |
     ///
+    /// Behind the numbers, from Rust: [`Hub::rooms`] (each room's connections and
+    /// users), [`Room::connections`](crate::Room::connections) (who is in a room),
+    /// [`Hub::user_connections`] and [`Hub::stats`].
+    ///
     /// ```
     /// # #[tokio::main] async fn main() {
     /// let hub = wshub::Hub::builder().build();
