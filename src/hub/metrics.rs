@@ -52,7 +52,7 @@ impl Hub {
     /// | `wshub_handshake_duration_seconds` | histogram | | accept to upgrade |
     /// | `wshub_ping_rtt_seconds` | histogram | | liveness ping to pong |
     /// | `wshub_client_messages_total` | counter | | messages from clients (every op) |
-    /// | `wshub_messages_received_total` | counter | `namespace` | client publishes |
+    /// | `wshub_messages_received_total` | counter | `namespace` | client publishes to rooms they are in (past the rate limits, before the hook) |
     /// | `wshub_messages_published_total` | counter | `namespace` | publishes fanned out (client and server) |
     /// | `wshub_deliveries_total` | counter | `namespace` | messages queued for members |
     /// | `wshub_fanout_duration_seconds` | histogram | | one publish, call to every queue |

@@ -204,7 +204,7 @@ impl Collector for Scrape {
         histogram(
             e,
             "wshub_ping_rtt",
-            "Time from writing a liveness ping to reading its pong.",
+            "Time from writing a liveness ping to reading a pong (timed from the latest ping).",
             &m.ping_rtt(),
         )?;
 
@@ -221,7 +221,8 @@ impl Collector for Scrape {
         labelled_counter(
             e,
             "wshub_messages_received",
-            "Publishes received from clients, by namespace (before the publish hook).",
+            "Publishes received from clients to rooms they are in, by namespace (past the rate \
+             limits, before the publish hook and payload checks).",
             "namespace",
             ns.iter().zip(&per_ns).map(|(n, c)| (&**n, c.0)),
         )?;
