@@ -266,12 +266,65 @@ fn metrics_cost(c: &mut Criterion) {
         }
     }
     group.finish();
+    interleaved(&rt, &hubs, &msg);
     // The `on` hub counted what was delivered and written.
     let text = hubs[1].1.metrics_text().unwrap();
     assert!(
         !text.contains("wshub_sent_bytes_total 0\n"),
         "bytes were counted"
     );
+}
+
+/// The same comparison as a paired measurement, robust to a machine whose load drifts
+/// while criterion measures one ID after the other: publishes alternate between the
+/// two hubs (which goes first alternates too), each timed alone, and the medians of
+/// each side are printed with their ratio.
+fn interleaved(rt: &tokio::runtime::Runtime, hubs: &[(&str, Hub); 2], msg: &ChatMessage) {
+    for (n, rounds) in [(1, 4_000), (100, 2_000), (10_000, 200)] {
+        let room_name = format!("plain:pair{n}");
+        let sides: Vec<_> = hubs
+            .iter()
+            .map(|(_, hub)| {
+                let subs = rt
+                    .block_on(async { attach_memory_subscribers(hub, &room_name, n) })
+                    .unwrap();
+                (subs, hub.room::<ChatMessage>(&room_name).unwrap())
+            })
+            .collect();
+        let payload_len = wshub::protocol::try_encode_message(&room_name, None, msg)
+            .unwrap()
+            .len();
+        let mut times = [Vec::with_capacity(rounds), Vec::with_capacity(rounds)];
+        rt.block_on(async {
+            for round in 0..rounds {
+                for k in 0..2 {
+                    let side = (round + k) % 2;
+                    let (subs, room) = &sides[side];
+                    let before = subs.bytes_written();
+                    let start = Instant::now();
+                    let published = room.publish(msg.clone()).await.unwrap();
+                    times[side].push(start.elapsed());
+                    let target = before + per_subscriber(payload_len, &published) * n as u64;
+                    tokio::time::timeout(Duration::from_secs(30), subs.wait_for_bytes(target))
+                        .await
+                        .expect("subscribers did not drain");
+                }
+            }
+        });
+        let median = |t: &mut Vec<Duration>| {
+            t.sort_unstable();
+            t[t.len() / 2]
+        };
+        let (off, on) = (median(&mut times[0]), median(&mut times[1]));
+        println!(
+            "fanout_metrics interleaved n={n} rounds={rounds}: off median {:.3} us, on median \
+             {:.3} us, on/off {:.4}",
+            off.as_secs_f64() * 1e6,
+            on.as_secs_f64() * 1e6,
+            on.as_secs_f64() / off.as_secs_f64()
+        );
+        rt.block_on(async { drop(sides) });
+    }
 }
 
 criterion_group!(benches, fanout, burst, metrics_cost);

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::sharded::Sharded;
+use super::sharded::{Local, Sharded};
 use super::{
     CLOSE_CODE_CLASSES, REFUSAL_STATUSES, RateLimit, ReplayOutcome, close_code_class, namespace_of,
     refusal_status_class,
@@ -18,11 +18,50 @@ pub(super) const FANOUT_BUCKETS: [f64; 16] = [
     0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
+/// [`FANOUT_BUCKETS`] in nanoseconds: what an observation is compared with (integers,
+/// no conversion on the publish path).
+const FANOUT_BUCKETS_NS: [u64; 16] = [
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+];
+
 /// Upper bounds of `wshub_handshake_duration_seconds` and `wshub_ping_rtt_seconds`:
 /// 0.5 ms (loopback) to 10 s (the default `handshake_timeout`; a pong later than
 /// that is a connection about to be reaped).
 pub(super) const NETWORK_BUCKETS: [f64; 14] = [
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// [`NETWORK_BUCKETS`] in nanoseconds.
+const NETWORK_BUCKETS_NS: [u64; 14] = [
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
 ];
 
 /// A histogram's place in the block: one counter per bucket, one for observations
@@ -32,7 +71,10 @@ pub(super) struct HistogramIds {
     /// The first bucket's counter; the overflow follows the last bucket, the sum the
     /// overflow.
     first: usize,
+    /// The bounds in seconds, as exported.
     bounds: &'static [f64],
+    /// The same bounds in nanoseconds, as compared.
+    bounds_ns: &'static [u64],
 }
 
 impl HistogramIds {
@@ -101,14 +143,17 @@ impl Layout {
             fanout: HistogramIds {
                 first: take(HistogramIds::width(&FANOUT_BUCKETS)),
                 bounds: &FANOUT_BUCKETS,
+                bounds_ns: &FANOUT_BUCKETS_NS,
             },
             handshake: HistogramIds {
                 first: take(HistogramIds::width(&NETWORK_BUCKETS)),
                 bounds: &NETWORK_BUCKETS,
+                bounds_ns: &NETWORK_BUCKETS_NS,
             },
             ping_rtt: HistogramIds {
                 first: take(HistogramIds::width(&NETWORK_BUCKETS)),
                 bounds: &NETWORK_BUCKETS,
+                bounds_ns: &NETWORK_BUCKETS_NS,
             },
             width: 0,
         };
@@ -177,15 +222,20 @@ impl Metrics {
     }
 
     fn observe(&self, h: HistogramIds, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        let bucket = h
-            .bounds
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(h.bounds.len());
-        self.counters.add(h.first + bucket, 1);
+        self.observe_in(&self.counters.local(), h, elapsed);
+    }
+
+    /// [`observe`](Self::observe) into a shard already looked up.
+    #[inline]
+    fn observe_in(&self, local: &Local<'_>, h: HistogramIds, elapsed: Duration) {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.counters.add(h.sum_id(), nanos);
+        let bucket = h
+            .bounds_ns
+            .iter()
+            .position(|b| nanos <= *b)
+            .unwrap_or(h.bounds_ns.len());
+        local.add(h.first + bucket, 1);
+        local.add(h.sum_id(), nanos);
     }
 
     /// A connection was upgraded and its session started.
@@ -231,12 +281,13 @@ impl Metrics {
     /// `elapsed` from the publish call to the end of its fan-out. Once per publish, not
     /// per member.
     pub(crate) fn published(&self, room: &str, delivered: usize, elapsed: Duration) {
+        // One shard look-up for the four adds: this runs once per publish.
+        let local = self.counters.local();
         if let Some(i) = self.ns_index(room) {
-            self.counters.add(self.layout.published + i, 1);
-            self.counters
-                .add(self.layout.deliveries + i, delivered as u64);
+            local.add(self.layout.published + i, 1);
+            local.add(self.layout.deliveries + i, delivered as u64);
         }
-        self.observe(self.layout.fanout, elapsed);
+        self.observe_in(&local, self.layout.fanout, elapsed);
     }
 
     /// A client's message was refused by `limit` (answered `rate_limited`).
@@ -389,4 +440,22 @@ pub(crate) struct NamespaceGauges {
     /// Users in its rooms' presence, summed over rooms (a user in two rooms counts
     /// twice; a user with two tabs in one room once).
     pub(crate) presence_users: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_in_nanoseconds_match_the_exported_seconds() {
+        for (secs, nanos) in [
+            (&FANOUT_BUCKETS[..], &FANOUT_BUCKETS_NS[..]),
+            (&NETWORK_BUCKETS[..], &NETWORK_BUCKETS_NS[..]),
+        ] {
+            assert_eq!(secs.len(), nanos.len());
+            for (s, n) in secs.iter().zip(nanos) {
+                assert_eq!((s * 1e9).round() as u64, *n, "{s}");
+            }
+        }
+    }
 }

@@ -68,9 +68,16 @@ impl Sharded {
     /// Adds `n` to counter `id`, in the current thread's shard.
     #[inline]
     pub(super) fn add(&self, id: usize, n: u64) {
+        self.local().add(id, n);
+    }
+
+    /// The current thread's shard, for several adds with one look-up.
+    #[inline]
+    pub(super) fn local(&self) -> Local<'_> {
         let shard = shard_of_thread() & self.mask;
-        let line = &self.lines[shard * self.lines_per_shard + id / PER_LINE];
-        line.0[id % PER_LINE].fetch_add(n, Ordering::Relaxed);
+        Local {
+            lines: &self.lines[shard * self.lines_per_shard..(shard + 1) * self.lines_per_shard],
+        }
     }
 
     /// Counter `id`: the sum of its shards. Not a snapshot across counters: adds made
@@ -82,6 +89,19 @@ impl Sharded {
                     .load(Ordering::Relaxed)
             })
             .fold(0u64, u64::wrapping_add)
+    }
+}
+
+/// One thread's shard of a [`Sharded`].
+pub(super) struct Local<'a> {
+    lines: &'a [Line],
+}
+
+impl Local<'_> {
+    /// Adds `n` to counter `id`.
+    #[inline]
+    pub(super) fn add(&self, id: usize, n: u64) {
+        self.lines[id / PER_LINE].0[id % PER_LINE].fetch_add(n, Ordering::Relaxed);
     }
 }
 
