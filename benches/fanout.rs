@@ -19,8 +19,14 @@
 //! back to back to 100 subscribers and times until all are written out: burst
 //! throughput, history off and on.
 //!
+//! `fanout_metrics` measures what recording metrics costs (feature `metrics`): the same
+//! publish to 1, 100 and 10,000 subscribers on two hubs built side by side, one with
+//! `HubConfig::metrics` off and one with it on (counters per thread, the publish timed,
+//! every subscriber's written bytes counted).
+//!
 //! ```text
 //! cargo bench --bench fanout
+//! cargo bench --bench fanout -- fanout_metrics     # metrics off and on only
 //! ```
 
 use std::time::{Duration, Instant};
@@ -58,8 +64,14 @@ fn per_subscriber(payload_len: usize, published: &wshub::Published) -> u64 {
 }
 
 fn hub(rt: &tokio::runtime::Runtime) -> Hub {
+    hub_with_metrics(rt, true)
+}
+
+/// [`hub`], with metrics recorded or not.
+fn hub_with_metrics(rt: &tokio::runtime::Runtime, metrics: bool) -> Hub {
     rt.block_on(async {
         Hub::builder()
+            .configure(|c| c.metrics = metrics)
             // The same rooms twice: without history, and with the default history
             // (100 messages, 10 minutes per room, in memory).
             .namespace(
@@ -197,5 +209,123 @@ fn burst(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fanout, burst);
+/// One publish to n subscribers, timed alone, on a hub without metrics (`off`) and on
+/// one with them (`on`), side by side; no history, so the publish itself is as cheap
+/// as it gets and what recording adds shows most.
+fn metrics_cost(c: &mut Criterion) {
+    let rt = runtime();
+    let hubs = [
+        ("off", hub_with_metrics(&rt, false)),
+        ("on", hub_with_metrics(&rt, true)),
+    ];
+    assert!(hubs[0].1.metrics_text().is_none());
+    assert!(hubs[1].1.metrics_text().is_some());
+    let msg = message();
+    let mut group = c.benchmark_group("fanout_metrics");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for n in SIZES {
+        for (label, hub) in &hubs {
+            let room_name = format!("plain:m{n}");
+            let subs = rt
+                .block_on(async { attach_memory_subscribers(hub, &room_name, n) })
+                .unwrap();
+            let room = hub.room::<ChatMessage>(&room_name).unwrap();
+            let payload_len = wshub::protocol::try_encode_message(&room_name, None, &msg)
+                .unwrap()
+                .len();
+            group.throughput(Throughput::Elements(n as u64));
+            group.bench_function(BenchmarkId::new(*label, n), |b| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let (subs, room, msg) = (&subs, &room, &msg);
+                    async move {
+                        let mut timed = Duration::ZERO;
+                        for _ in 0..iters {
+                            let before = subs.bytes_written();
+                            let m = msg.clone();
+                            let start = Instant::now();
+                            let published = room.publish(m).await.unwrap();
+                            timed += start.elapsed();
+                            assert_eq!(published.delivered, n);
+                            let target =
+                                before + per_subscriber(payload_len, &published) * n as u64;
+                            tokio::time::timeout(
+                                Duration::from_secs(30),
+                                subs.wait_for_bytes(target),
+                            )
+                            .await
+                            .expect("subscribers did not drain");
+                        }
+                        timed
+                    }
+                });
+            });
+            rt.block_on(async { drop(subs) });
+        }
+    }
+    group.finish();
+    interleaved(&rt, &hubs, &msg);
+    // The `on` hub counted what was delivered and written.
+    let text = hubs[1].1.metrics_text().unwrap();
+    assert!(
+        !text.contains("wshub_sent_bytes_total 0\n"),
+        "bytes were counted"
+    );
+}
+
+/// The same comparison as a paired measurement, robust to a machine whose load drifts
+/// while criterion measures one ID after the other: publishes alternate between the
+/// two hubs (which goes first alternates too), each timed alone, and the medians of
+/// each side are printed with their ratio.
+fn interleaved(rt: &tokio::runtime::Runtime, hubs: &[(&str, Hub); 2], msg: &ChatMessage) {
+    for (n, rounds) in [(1, 4_000), (100, 2_000), (10_000, 200)] {
+        let room_name = format!("plain:pair{n}");
+        let sides: Vec<_> = hubs
+            .iter()
+            .map(|(_, hub)| {
+                let subs = rt
+                    .block_on(async { attach_memory_subscribers(hub, &room_name, n) })
+                    .unwrap();
+                (subs, hub.room::<ChatMessage>(&room_name).unwrap())
+            })
+            .collect();
+        let payload_len = wshub::protocol::try_encode_message(&room_name, None, msg)
+            .unwrap()
+            .len();
+        let mut times = [Vec::with_capacity(rounds), Vec::with_capacity(rounds)];
+        rt.block_on(async {
+            for round in 0..rounds {
+                for k in 0..2 {
+                    let side = (round + k) % 2;
+                    let (subs, room) = &sides[side];
+                    let before = subs.bytes_written();
+                    let start = Instant::now();
+                    let published = room.publish(msg.clone()).await.unwrap();
+                    times[side].push(start.elapsed());
+                    let target = before + per_subscriber(payload_len, &published) * n as u64;
+                    tokio::time::timeout(Duration::from_secs(30), subs.wait_for_bytes(target))
+                        .await
+                        .expect("subscribers did not drain");
+                }
+            }
+        });
+        let median = |t: &mut Vec<Duration>| {
+            t.sort_unstable();
+            t[t.len() / 2]
+        };
+        let (off, on) = (median(&mut times[0]), median(&mut times[1]));
+        println!(
+            "fanout_metrics interleaved n={n} rounds={rounds}: off median {:.3} us, on median \
+             {:.3} us, on/off {:.4}",
+            off.as_secs_f64() * 1e6,
+            on.as_secs_f64() * 1e6,
+            on.as_secs_f64() / off.as_secs_f64()
+        );
+        rt.block_on(async { drop(sides) });
+    }
+}
+
+criterion_group!(benches, fanout, burst, metrics_cost);
 criterion_main!(benches);

@@ -6,6 +6,7 @@
 //! cargo run --example chat -- --port 9000           # or PORT=9000
 //! cargo run --example chat -- --tls                 # https://, self-signed certificate
 //! cargo run --example chat -- --cert cert.pem --key key.pem
+//! cargo run --example chat -- --log-format json     # JSON logs; RUST_LOG=wshub=debug for more
 //! CHAT_MAX_CONNECTIONS_PER_IP=5000 cargo run --example chat   # load tests from one host
 //! ```
 //!
@@ -23,6 +24,7 @@
 //! | `POST /login` | `{"name": "Alice"}` -> `{"token", "user", "name", "expires_at"}`, or 400 `{"error", "field"}` (a refused name), 409 (taken), 503 (too many names held) |
 //! | `GET /session?token=T` | 200 `{"user", "name", "expires_at"}` or 401 `{"error"}`: why a handshake was refused |
 //! | `GET /ws?token=T` | the hub; a missing, forged or expired token gets 401 instead of a WebSocket |
+//! | `GET /metrics` | the hub's Prometheus metrics (`Hub::metrics_route`); `deploy/prometheus.yml` scrapes it, `deploy/grafana/wshub.json` charts it |
 //!
 //! Tokens are HS256 JWTs valid 12 hours, signed with `CHAT_SECRET` if set, else with a
 //! random key made at start. The user id is the display name in lower case, so the
@@ -61,8 +63,10 @@
 //! page shows them in its "Rooms with people" panel, refreshed when it connects, every
 //! 5 seconds and when someone comes or goes in a joined room.
 
+// Public for the tests that include this file (`tests/logs_json.rs` sets up logging
+// as `main` does).
 #[path = "common/mod.rs"]
-mod common;
+pub mod common;
 #[path = "chat/names.rs"]
 pub mod names;
 
@@ -88,7 +92,7 @@ use wshub::{
 };
 
 use common::{ApiError, asset};
-pub use common::{TlsChoice, TlsInfo};
+pub use common::{LogFormat, TlsChoice, TlsInfo};
 use names::{ClaimError, NameKeys, NameRegistry};
 
 /// The room every user starts in.
@@ -426,6 +430,12 @@ pub struct ChatOptions {
     /// connections in their handshake) and the per-host sign-in limit, which would
     /// otherwise refuse such a load.
     pub max_connections_per_ip: Option<usize>,
+    /// How the server logs (`--log-format`); [`main`] sets up logging with it.
+    /// Default text.
+    pub log_format: LogFormat,
+    /// How often the hub pings every connection. `None` (the default) keeps the hub's
+    /// 25 s; tests shorten it to see pings' round trips in the metrics.
+    pub ping_interval: Option<Duration>,
 }
 
 impl Default for ChatOptions {
@@ -438,6 +448,8 @@ impl Default for ChatOptions {
             token_ttl: Duration::from_secs(12 * 60 * 60),
             max_names: names::DEFAULT_MAX_NAMES,
             max_connections_per_ip: None,
+            log_format: LogFormat::Text,
+            ping_interval: None,
         }
     }
 }
@@ -467,6 +479,7 @@ impl ChatOptions {
                 .filter(|s| !s.is_empty())
                 .map(String::into_bytes),
             max_connections_per_ip,
+            log_format: flags.log_format,
             ..ChatOptions::default()
         }
     }
@@ -585,6 +598,9 @@ pub async fn start(listener: TcpListener, options: ChatOptions) -> io::Result<Ch
         .namespace(chat_namespace())
         .rpc("rooms.list", rooms_list)
         .authenticator(auth.clone());
+    if let Some(interval) = options.ping_interval {
+        builder = builder.configure(|c| c.ping_interval = interval);
+    }
     if let Some(n) = options.max_connections_per_ip {
         builder = builder.configure(|c| {
             c.max_connections_per_ip = n;
@@ -602,6 +618,7 @@ pub async fn start(listener: TcpListener, options: ChatOptions) -> io::Result<Ch
         .route("/login", post(login))
         .route("/session", get(session))
         .route("/ws", hub.axum_route())
+        .route("/metrics", hub.metrics_route())
         .with_state(AppState {
             auth: auth.clone(),
             secure_cookie: options.tls.is_some(),
@@ -743,12 +760,13 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> io::Result<()> {
-    common::init_tracing();
     let options = ChatOptions::from_env();
+    common::init_tracing(options.log_format);
     let flags = common::Flags {
         host: options.host,
         port: options.port,
         tls: options.tls.clone(),
+        log_format: options.log_format,
     };
     let listener = common::bind(&flags).await?;
     let server = start(listener, options).await?;

@@ -5,6 +5,7 @@
 //! cargo run --example news_feed -- --port 9001      # or PORT=9001
 //! cargo run --example news_feed -- --tls            # https://, self-signed certificate
 //! cargo run --example news_feed -- --cert cert.pem --key key.pem
+//! cargo run --example news_feed -- --log-format json  # JSON logs; RUST_LOG filters them
 //! ```
 //!
 //! Open the printed URL, then publish an article from a terminal:
@@ -21,6 +22,7 @@
 //! | `POST /articles` | `{"title", "body", "url"?}` -> 201 and the [`Article`]; 400 `{"error", "field"}` on bad input, 413 over 32 KiB, 415 if not JSON |
 //! | `GET /articles` | `{"articles": [..]}`, newest first: the room's history (the last 100, for a day), for HTTP clients; the page reads it over its WebSocket |
 //! | `GET /ws` | the hub: anyone may join `news:latest`; only the server publishes there |
+//! | `GET /metrics` | the hub's Prometheus metrics (`Hub::metrics_route`) |
 //!
 //! Each accepted article is published, typed, to the room `news:latest` of the
 //! server-publish-only namespace `news` (a client's publish there is refused with
@@ -50,7 +52,7 @@ use tokio::task::JoinHandle;
 use wshub::{HistoryLimits, Hub, Namespace, Room};
 
 use common::{ApiError, asset};
-pub use common::{TlsChoice, TlsInfo};
+pub use common::{LogFormat, TlsChoice, TlsInfo};
 
 /// The room articles are published to.
 pub const ROOM: &str = "news:latest";
@@ -235,6 +237,9 @@ pub struct NewsOptions {
     pub port: u16,
     /// `Some` to serve https/wss.
     pub tls: Option<TlsChoice>,
+    /// How the server logs (`--log-format`); [`main`] sets up logging with it.
+    /// Default text.
+    pub log_format: LogFormat,
 }
 
 impl Default for NewsOptions {
@@ -243,6 +248,7 @@ impl Default for NewsOptions {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 8081,
             tls: None,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -256,6 +262,7 @@ impl NewsOptions {
             host: flags.host,
             port: flags.port,
             tls: flags.tls,
+            log_format: flags.log_format,
         }
     }
 }
@@ -333,6 +340,7 @@ pub async fn start(listener: TcpListener, options: NewsOptions) -> io::Result<Ne
         .route("/wshub.js", get(|| async { asset(JS, common::WSHUB_JS) }))
         .route("/articles", get(list_articles).post(post_article))
         .route("/ws", hub.axum_route())
+        .route("/metrics", hub.metrics_route())
         .with_state(articles.clone());
     let served = common::serve(listener, app, hub.clone(), options.tls.as_ref()).await?;
     Ok(NewsServer {
@@ -401,12 +409,13 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> io::Result<()> {
-    common::init_tracing();
     let options = NewsOptions::from_env();
+    common::init_tracing(options.log_format);
     let flags = common::Flags {
         host: options.host,
         port: options.port,
         tls: options.tls.clone(),
+        log_format: options.log_format,
     };
     let listener = common::bind(&flags).await?;
     let server = start(listener, options).await?;

@@ -10,8 +10,9 @@ section() { printf '\n==> %s\n' "$*"; }
 
 # Debian packages (apt).
 #   chromium chromium-driver   browser tests (tests/browser_*.rs, via playwright-core)
+#   prometheus                 tests/metrics_prometheus.rs scrapes the chat example with it
 # Only packages not yet installed are fetched; `apt-get update` runs only then.
-APT_PACKAGES=(chromium chromium-driver)
+APT_PACKAGES=(chromium chromium-driver prometheus)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -166,6 +166,11 @@ pub fn attach_memory_subscribers(
             None,
             BytesMut::new(),
         );
+        // Counted like a served connection's: bytes written go to the hub's metrics.
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = hub.metrics() {
+            ws.set_observer(metrics.clone());
+        }
         let identity = Arc::new(Identity::new(format!("mem-{i}"), "bench"));
         let entry = hub.register(identity, ws.outbound(), None);
         state

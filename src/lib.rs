@@ -140,6 +140,29 @@
 //! | `self-signed` | no | `tls::self_signed`: certificates for development, with rcgen (implies `tls`) |
 //! | `jwt` | no | `JwtAuth` (HS256, RS256) |
 //! | `client` | no | the `client` module: a Rust client of `wshub.v1` that reconnects by itself (backoff with full jitter, the close-code policy, token renewal) and recovers its rooms (`since`, each stored message once); `wss://` with `tls` |
+//! | `metrics` | no | Prometheus metrics: `Hub::metrics_text` (the text exposition format, with prometheus-client), and `Hub::metrics_route` with `axum` |
+//!
+//! ## Seeing it run
+//!
+//! With the `metrics` feature, `.route("/metrics", hub.metrics_route())` next to the
+//! application's axum routes serves what an operator watches: connections open,
+//! opened and closed (by close code), handshakes refused (by HTTP status), messages in
+//! and out and deliveries (by namespace), bytes on the wire and as payloads, fan-out,
+//! handshake and ping round-trip times as histograms, slow consumers, rate limiting,
+//! rooms, users in presence and history recovery. Counters are kept per thread, so
+//! recording does not slow the fan-out down; no label names a room, user or
+//! connection. The repository's `deploy/` holds a Prometheus configuration and a
+//! Grafana dashboard for it.
+//!
+//! The hub logs with `tracing`: a span per connection (`conn_id`, `user`, `peer`) and,
+//! at `info`, its `connected` and `closed` (code, reason, who closed), `authentication
+//! failed`, flood closes (1008) and slow consumers (1013). Tokens, cookies and message
+//! bodies are never logged.
+//!
+//! For the live view behind those numbers, from Rust: [`Hub::rooms`] lists rooms with
+//! their connection and user counts, [`Room::connections`] enumerates a room's
+//! connections, [`Hub::user_connections`] a user's, and [`Hub::stats`] the hub's
+//! counters.
 //!
 //! ## Everything from the crate root
 //!
@@ -220,6 +243,7 @@ pub mod client;
 pub mod error;
 pub mod history;
 mod hub;
+mod metrics;
 pub mod net;
 mod presence;
 pub mod protocol;

@@ -141,6 +141,9 @@ impl Hub {
                         }
                         Err(why) => {
                             tracing::debug!(%peer, ?why, "pending cap full: connection turned away");
+                            if let Some(metrics) = self.metrics() {
+                                metrics.handshake_refused(turn_away.status(why));
+                            }
                             turn_away.apply(tcp, why);
                         }
                     }
@@ -238,9 +241,17 @@ impl Hub {
             Ok(None) => return,
             Err(_) => {
                 tracing::debug!(?peer, "handshake deadline passed: connection closed");
+                if let Some(metrics) = self.metrics() {
+                    metrics.handshake_timed_out();
+                }
                 return;
             }
         };
+        if let Some(metrics) = self.metrics() {
+            // From accept (the deadline is `handshake_timeout` after it) to the 101.
+            let accepted = deadline - self.config().handshake_timeout;
+            metrics.handshake_done(accepted.elapsed());
+        }
         session::run(self.clone(), ws, identity, client).await;
         drop(slot);
     }
@@ -260,6 +271,11 @@ impl Hub {
             Ok(u) => u,
             Err(e) => {
                 tracing::debug!(?peer, error = %e, "handshake refused");
+                // Refused with a status, or failed without one (the peer went away,
+                // or the head did not arrive in time): only refusals count here.
+                if let (Some(metrics), Some(status)) = (self.metrics(), e.status()) {
+                    metrics.handshake_refused(Some(status));
+                }
                 return None;
             }
         };
@@ -270,6 +286,7 @@ impl Hub {
         let (slot, identity) = match admitted {
             Ok(ok) => ok,
             Err((status, message)) => {
+                self.record_refusal(status);
                 let _ = upgrade.reject(status, &message).await;
                 return None;
             }
@@ -307,7 +324,14 @@ impl Hub {
             match tokio::time::timeout(timeout, self.0.auth.authenticate(&auth_req)).await {
                 Ok(Ok(identity)) => identity,
                 Ok(Err(rejection)) => {
-                    tracing::debug!(?peer, %rejection, "authentication refused");
+                    // The authenticator's reason, never the credential: `AuthRequest`
+                    // (headers, query, cookies) is not logged.
+                    tracing::info!(
+                        peer = %peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+                        status = rejection.status().as_u16(),
+                        reason = %rejection.message(),
+                        "authentication failed"
+                    );
                     return Err(rejection_response(&rejection));
                 }
                 Err(_) => {
@@ -318,11 +342,26 @@ impl Hub {
                 }
             };
         if identity.is_expired(std::time::SystemTime::now()) {
+            tracing::info!(
+                peer = %peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+                status = 401,
+                reason = "token expired",
+                "authentication failed"
+            );
             return Err((StatusCode::UNAUTHORIZED, "token expired".into()));
         }
         self.reserve_user(&mut slot, &identity.user_id)
             .map_err(refused)?;
         Ok((slot, identity))
+    }
+}
+
+impl Hub {
+    /// Counts a handshake refused with `status` after its request was read.
+    pub(crate) fn record_refusal(&self, status: StatusCode) {
+        if let Some(metrics) = self.metrics() {
+            metrics.handshake_refused(Some(status));
+        }
     }
 }
 
@@ -417,6 +456,17 @@ pub(crate) enum TurnAway {
 }
 
 impl TurnAway {
+    /// The status a connection turned away for `why` gets (`None`: closed unanswered).
+    fn status(self, why: PendingRefused) -> Option<StatusCode> {
+        match (self, why) {
+            (TurnAway::Close, _) => None,
+            (TurnAway::HttpStatus, PendingRefused::Full) => Some(StatusCode::SERVICE_UNAVAILABLE),
+            (TurnAway::HttpStatus, PendingRefused::PerClient) => {
+                Some(StatusCode::TOO_MANY_REQUESTS)
+            }
+        }
+    }
+
     /// Turns `tcp` away without waiting for anything: one non-blocking write of a
     /// canned response (a fresh socket's send buffer always has room for it), one
     /// non-blocking read of what the client already sent, and a close.
@@ -506,7 +556,54 @@ mod axum_route {
             })
         }
 
+        /// An axum route answering `GET` with [`metrics_text`](Hub::metrics_text) in
+        /// the Prometheus text exposition format (`text/plain; version=0.0.4`), for
+        /// mounting next to the application's routes; `404` when
+        /// [`HubConfig::metrics`](crate::HubConfig::metrics) is off.
+        ///
+        /// ```no_run
+        /// use axum::{Router, routing::get};
+        /// # async fn run() -> std::io::Result<()> {
+        /// let hub = wshub::Hub::builder().build();
+        /// let app = Router::new()
+        ///     .route("/", get(|| async { "hello" }))
+        ///     .route("/ws", hub.axum_route())
+        ///     .route("/metrics", hub.metrics_route());
+        /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+        /// hub.serve_axum(listener, app).await
+        /// # }
+        /// ```
+        ///
+        /// The metrics say how many are connected and what flows, never who: no
+        /// label names a room, user or connection. Still, an operator may prefer to
+        /// keep them off the public port: mount this on a router served on an
+        /// internal address, or behind the application's own authentication layer.
+        #[cfg(feature = "metrics")]
+        #[cfg_attr(docsrs, doc(cfg(all(feature = "axum", feature = "metrics"))))]
+        pub fn metrics_route<St>(&self) -> axum::routing::MethodRouter<St>
+        where
+            St: Clone + Send + Sync + 'static,
+        {
+            let hub = self.clone();
+            axum::routing::get(move || {
+                let hub = hub.clone();
+                async move {
+                    match hub.metrics_text() {
+                        Some(text) => (
+                            [(http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+                            text,
+                        )
+                            .into_response(),
+                        None => (StatusCode::NOT_FOUND, "metrics are off\n").into_response(),
+                    }
+                }
+            })
+        }
+
         async fn upgrade_axum(&self, mut req: Request) -> Response {
+            // The handshake is timed from here: hyper has read the head (under
+            // `serve_axum`, within the connection's first-head deadline).
+            let started = std::time::Instant::now();
             let trusted = &self.config().trusted_proxies;
             let origin = req
                 .extensions()
@@ -517,18 +614,23 @@ mod axum_route {
             let config = self.handshake_config();
             // Under `axum::serve` these limits were not applied when the head was read.
             if let Err(response) = super::serve_axum::check_head_limits(&req, &config) {
+                self.record_refusal(response.status());
                 return response;
             }
             let negotiated = match negotiate(&req, &config) {
                 Ok(n) => n,
                 Err(e) => {
                     let status = e.status().unwrap_or(StatusCode::BAD_REQUEST);
+                    self.record_refusal(status);
                     return (status, e.response_headers(), format!("{e}\n")).into_response();
                 }
             };
             let (slot, identity) = match self.admit(auth_request(&req, origin)).await {
                 Ok(ok) => ok,
-                Err((status, message)) => return (status, message).into_response(),
+                Err((status, message)) => {
+                    self.record_refusal(status);
+                    return (status, message).into_response();
+                }
             };
             let on_upgrade = hyper::upgrade::on(&mut req);
             let hub = self.clone();
@@ -550,6 +652,9 @@ mod axum_route {
                 drop(slot);
             });
             let (parts, ()) = negotiated.response().into_parts();
+            if let Some(metrics) = self.metrics() {
+                metrics.handshake_done(started.elapsed());
+            }
             Response::from_parts(parts, axum::body::Body::empty())
         }
     }

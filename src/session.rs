@@ -12,11 +12,11 @@ use tracing::Instrument;
 
 use crate::BoxFuture;
 use crate::auth::{Action, Identity};
-use crate::error::Error;
 use crate::history::HistoryError;
 use crate::hub::rooms::{JoinAck, MembershipError, Published, Replay};
 use crate::hub::rpc::{self, RpcContext};
 use crate::hub::{CloseInfo, ConnEntry, Connection, Hub};
+use crate::metrics::RateLimit;
 use crate::protocol::{self, ClientOp, ErrorCode, quote};
 use crate::rate::{SharedBucket, TokenBucket};
 use crate::room::{AsyncPublishContext, PublishContext};
@@ -44,8 +44,28 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let entry = hub.register(Arc::new(identity), ws.outbound(), peer);
-    let span = tracing::debug_span!("conn", conn_id = entry.id, user = %entry.identity.user_id);
+    // At `info`, so that the connection's events at `info` (connected, closed, flood,
+    // slow consumer) carry who and where from. No token, cookie or header: only the
+    // ids the hub assigned, the user id the authenticator chose, and the address.
+    let span = tracing::info_span!(
+        "conn",
+        conn_id = entry.id,
+        user = %entry.identity.user_id,
+        peer = %PeerAddr(peer),
+    );
     serve(hub, ws, entry, peer).instrument(span)
+}
+
+/// A connection's address in its logs: `-` when served over a stream without one.
+struct PeerAddr(Option<std::net::SocketAddr>);
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 async fn serve<S>(
@@ -57,7 +77,12 @@ async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let conn_id = entry.id;
-    tracing::debug!(?peer, "connected");
+    tracing::info!("connected");
+    if let Some(metrics) = hub.metrics() {
+        metrics.connection_opened();
+        #[cfg(feature = "metrics")]
+        ws.set_observer(metrics.clone());
+    }
     // A client closed for an error leaves its rooms at once, not after the closing
     // handshake's grace period.
     let on_error = hub.clone();
@@ -104,11 +129,19 @@ async fn serve<S>(
     let close = CloseInfo::from_record(entry.outbound.close_record());
     // The socket goes now, not after the disconnect hook.
     drop(ws);
-    match result {
-        Ok(()) => tracing::debug!(code = close.code, "closed"),
-        Err(Error::Protocol(e)) => tracing::debug!(error = %e, "closed: protocol error"),
-        Err(e) => tracing::debug!(error = %e, "closed with error"),
+    if let Some(metrics) = hub.metrics() {
+        metrics.connection_closed(close.code);
     }
+    // One event per connection, with the close that ended it (the reason is the close
+    // frame's text: ours, or what the client wrote in its own), and the error that
+    // ended the task if one did (a reset, a protocol violation).
+    tracing::info!(
+        code = close.code,
+        reason = %close.reason,
+        initiator = ?close.initiator,
+        error = result.err().map(tracing::field::display),
+        "closed"
+    );
     spawn_disconnect_hook(&hub, entry, close);
 }
 
@@ -277,11 +310,27 @@ impl Session {
     }
 
     /// Takes a token from each rate limit the message counts against: this
-    /// connection's, its user's and its host's.
-    fn admit_message(&mut self) -> bool {
-        self.bucket.take()
-            && self.user_bucket.lock().take()
-            && self.host_bucket.as_ref().is_none_or(|b| b.lock().take())
+    /// connection's, its user's and its host's; the first that has none refuses it.
+    fn admit_message(&mut self) -> Result<(), RateLimit> {
+        if !self.bucket.take() {
+            return Err(RateLimit::Connection);
+        }
+        if !self.user_bucket.lock().take() {
+            return Err(RateLimit::User);
+        }
+        if let Some(host) = &self.host_bucket
+            && !host.lock().take()
+        {
+            return Err(RateLimit::Host);
+        }
+        Ok(())
+    }
+
+    /// Counts a message refused by `limit`.
+    fn record_rate_limited(&self, limit: RateLimit) {
+        if let Some(metrics) = self.hub.metrics() {
+            metrics.rate_limited(limit);
+        }
     }
 
     /// Handles one message from the client. Ops that must wait for the room's history
@@ -289,10 +338,22 @@ impl Session {
     fn handle(&mut self, msg: Message) -> Option<BoxFuture<()>> {
         // Once the connection is closing (flood, slow consumer, expiry), the engine
         // hands no more messages over (`WebSocket::recv`): no check of our own here.
-        if !self.admit_message() {
+        if let Some(metrics) = self.hub.metrics() {
+            metrics.client_message();
+        }
+        if let Err(limit) = self.admit_message() {
+            self.record_rate_limited(limit);
             self.strikes += 1;
             if self.strikes >= self.hub.config().flood_limit {
-                tracing::info!(conn_id = self.entry.id, "flooding: closing (1008)");
+                tracing::info!(
+                    code = 1008,
+                    strikes = self.strikes,
+                    limit = limit.label(),
+                    "flooding: closing (1008)"
+                );
+                if let Some(metrics) = self.hub.metrics() {
+                    metrics.flood_closed();
+                }
                 self.out().close(CloseCode::Policy, "flooding");
                 // Leave the rooms now, as for an expired token: a flooder need not
                 // answer the close, and its presence must not outlive it.
@@ -335,6 +396,7 @@ impl Session {
             return None;
         }
         if matches!(op, ClientOp::Join { .. } | ClientOp::Leave { .. }) && !self.membership.take() {
+            self.record_rate_limited(RateLimit::Membership);
             let limit = self.hub.config().membership_rate_per_second;
             self.reply(
                 id,
@@ -494,6 +556,9 @@ impl Session {
                 ),
             });
         };
+        if let Some(metrics) = self.hub.metrics() {
+            metrics.publish_received(&state.name);
+        }
         let options = state.ns.options();
         if !options.client_publish {
             return Err(err(
@@ -575,6 +640,7 @@ impl Session {
         }
         let publisher = self.publisher.as_ref().expect("created above");
         let Ok(permit) = publisher.permits.clone().try_acquire_owned() else {
+            self.record_rate_limited(RateLimit::PendingPublishes);
             return Err(err(
                 ErrorCode::RateLimited,
                 format!("{max} publishes are waiting to be checked already; slow down"),
@@ -607,6 +673,7 @@ impl Session {
         while calls.try_join_next().is_some() {}
         let max = self.hub.config().max_rpc_in_flight;
         if calls.len() >= max {
+            self.record_rate_limited(RateLimit::RpcInFlight);
             return Err(err(
                 ErrorCode::RateLimited,
                 format!("{max} calls are running already; wait for their replies"),

@@ -1,6 +1,8 @@
-//! Code the `chat` and `news_feed` examples share: their command-line flags, serving an
-//! axum app (with the hub on one of its routes) over http or https with
-//! `Hub::serve_axum`, static assets and JSON errors. Each example includes it with `#[path = "common/mod.rs"] mod common;`.
+//! Code the `chat` and `news_feed` examples share: their command-line flags, logging
+//! (`RUST_LOG`, `--log-format json`), serving an axum app (with the hub on one of its
+//! routes, and its metrics on `/metrics`) over http or https with `Hub::serve_axum`,
+//! static assets and JSON errors. Each example includes it with
+//! `#[path = "common/mod.rs"] mod common;`.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -50,6 +52,17 @@ impl TlsChoice {
     }
 }
 
+/// How the examples write their logs (to stderr).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line of text per event, for people (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, for a log collector (`--log-format json`): the
+    /// event's fields, and the connection's (`conn_id`, `user`, `peer`) under `span`.
+    Json,
+}
+
 /// The flags both examples take.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flags {
@@ -59,6 +72,8 @@ pub struct Flags {
     pub port: u16,
     /// `--tls` (self-signed) or `--cert FILE --key FILE`.
     pub tls: Option<TlsChoice>,
+    /// `--log-format text|json`. Default text.
+    pub log_format: LogFormat,
 }
 
 impl Flags {
@@ -70,7 +85,8 @@ impl Flags {
             Err(message) => {
                 let usage = format!(
                     "usage: cargo run --example {example} -- [--port N] [--host IP] \
-                     [--tls | --cert FILE --key FILE]"
+                     [--tls | --cert FILE --key FILE] [--log-format text|json]\n\
+                     RUST_LOG sets what is logged (default: info)"
                 );
                 if message.is_empty() {
                     println!("{usage}");
@@ -96,6 +112,7 @@ impl Flags {
         };
         let mut host = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let (mut tls, mut cert, mut key) = (false, None, None);
+        let mut log_format = LogFormat::Text;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -122,6 +139,15 @@ impl Flags {
                 "--tls" => tls = true,
                 "--cert" => cert = Some(PathBuf::from(value("--cert")?)),
                 "--key" => key = Some(PathBuf::from(value("--key")?)),
+                "--log-format" => {
+                    log_format = match value("--log-format")?.as_str() {
+                        "text" => LogFormat::Text,
+                        "json" => LogFormat::Json,
+                        other => {
+                            return Err(format!("--log-format {other}: text or json"));
+                        }
+                    };
+                }
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(format!("unknown argument {other}")),
             }
@@ -132,7 +158,12 @@ impl Flags {
             (None, None) => None,
             _ => return Err("--cert and --key go together".into()),
         };
-        Ok(Flags { host, port, tls })
+        Ok(Flags {
+            host,
+            port,
+            tls,
+            log_format,
+        })
     }
 }
 
@@ -289,14 +320,44 @@ pub async fn run_until_ctrl_c(hub: Hub, task: JoinHandle<io::Result<()>>) -> io:
     task.await.map_err(io::Error::other)?
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the default (`info`).
-pub fn init_tracing() {
+/// Logs to stderr in `format`; `RUST_LOG` overrides the default filter (`info`).
+pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let _ =
+        tracing::subscriber::set_global_default(log_subscriber(format, filter, std::io::stderr));
+}
+
+/// The examples' log subscriber, writing to `writer` (stderr, or a test's buffer).
+///
+/// What the hub logs at `info`: each connection's `connected` and `closed` (with the
+/// close `code`, `reason` and `initiator`), `authentication failed` (peer, status,
+/// the authenticator's reason), `flooding: closing (1008)`, `closed slow consumer
+/// (1013)`, and token expiries and ping timeouts; the connection's span carries
+/// `conn_id`, `user` and `peer`. Never a token, a cookie or a message body: the
+/// request and what clients publish are not logged.
+pub fn log_subscriber<W>(
+    format: LogFormat,
+    filter: tracing_subscriber::EnvFilter,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => Box::new(builder.finish()),
+        // The innermost span (the connection's) only: `spans` would repeat it.
+        LogFormat::Json => Box::new(
+            builder
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .finish(),
+        ),
+    }
 }
 
 /// Binds `flags.host:flags.port`, explaining the usual failure.

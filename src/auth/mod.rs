@@ -91,6 +91,10 @@ impl Identity {
 }
 
 /// Why a connection was refused before the upgrade.
+///
+/// The message goes to the client in the refusal's body and into the hub's
+/// `authentication failed` log event (at `info`, with the peer and the status): say
+/// why ("invalid token", "token expired"), never quote the credential.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthRejection {

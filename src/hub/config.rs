@@ -231,6 +231,13 @@ pub struct HubConfig {
     /// [`Hub::serve_stream`](crate::Hub::serve_stream). Default: `false` (turn it on only when
     /// every trusted peer sends the header: a trusted peer that does not is refused).
     pub proxy_protocol: bool,
+    /// Whether to record Prometheus metrics ([`Hub::metrics_text`](crate::Hub),
+    /// feature `metrics`; without the feature nothing is recorded either way).
+    /// Default: `true`: recording adds about one uncontended atomic add per event, on
+    /// counters kept per thread, and a clock read on each side of a publish
+    /// (`BENCHMARKS.md` has the fan-out with it on and off). `false` records nothing,
+    /// and `/metrics` answers 404.
+    pub metrics: bool,
 }
 
 impl Default for HubConfig {
@@ -277,6 +284,7 @@ impl Default for HubConfig {
             addr_grouping: AddrGrouping::default(),
             trusted_proxies: TrustedProxies::none(),
             proxy_protocol: false,
+            metrics: true,
         }
     }
 }

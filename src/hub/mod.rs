@@ -5,6 +5,7 @@ mod connection;
 mod control;
 mod introspect;
 mod liveness;
+mod metrics;
 mod pending;
 mod presence_task;
 mod room_handle;
@@ -186,6 +187,10 @@ pub(crate) struct HubInner {
     pub(crate) on_disconnect: Option<DisconnectHook>,
     /// What the application stamps into every presence entry of a connection.
     pub(crate) presence_info: Option<PresenceInfoFn>,
+    /// What this hub records for Prometheus (feature `metrics`, unless
+    /// [`HubConfig::metrics`] is off). `None` costs one branch where something would
+    /// be recorded; without the feature it is always `None`.
+    pub(crate) metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// [`HubBuilder::presence_info`]'s function.
@@ -369,7 +374,9 @@ impl HubBuilder {
         let history = self.history.unwrap_or_else(|| {
             Arc::new(MemoryHistory::new(self.config.history_budget)) as Arc<dyn HistoryStore>
         });
+        let metrics = metrics::build(&self.config, self.namespaces.keys());
         let hub = Hub(Arc::new(HubInner {
+            metrics,
             reaper: Reaper::new(),
             history,
             config: self.config,

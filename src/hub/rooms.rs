@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use super::{ConnEntry, Hub};
 use crate::history::{HistoryError, HistoryLimits, HistoryQuery, StoredMessage};
+use crate::metrics::ReplayOutcome;
 use crate::protocol::StreamPosition;
 use crate::protocol::{self, ErrorCode, quote};
 use crate::room::{Publication, RoomState};
@@ -273,6 +274,9 @@ impl Hub {
     ) -> Result<HistoryAck, MembershipError> {
         let Some(limits) = limits else {
             // No history: nothing to recover from, and nothing to send.
+            if replay.since.is_some() {
+                self.record_replay(ReplayOutcome::NotRecovered);
+            }
             return Ok(HistoryAck {
                 position: None,
                 recovered: replay.since.as_ref().map(|_| false),
@@ -299,6 +303,11 @@ impl Hub {
             // consumer, and it would recover into the same close again: not a recovery.
             let bytes: usize = read.messages.iter().map(|m| m.frame.payload().len()).sum();
             let recovered = read.complete && bytes <= config.ws.max_queued_bytes / 2;
+            self.record_replay(if recovered {
+                ReplayOutcome::Recovered
+            } else {
+                ReplayOutcome::NotRecovered
+            });
             ack.recovered = Some(recovered);
             ack.position = Some(read.position);
             if recovered {
@@ -307,11 +316,18 @@ impl Hub {
             }
         }
         let query = match replay.history {
-            Some(n) if n > 0 => HistoryQuery::Last(
-                usize::try_from(n)
-                    .unwrap_or(usize::MAX)
-                    .min(config.max_join_history),
-            ),
+            Some(n) if n > 0 => {
+                // A fresh join's history; after a failed recovery it is the fallback,
+                // counted as `not_recovered` above.
+                if replay.since.is_none() {
+                    self.record_replay(ReplayOutcome::History);
+                }
+                HistoryQuery::Last(
+                    usize::try_from(n)
+                        .unwrap_or(usize::MAX)
+                        .min(config.max_join_history),
+                )
+            }
             _ if ack.position.is_some() => return Ok(ack),
             _ => HistoryQuery::Position,
         };
@@ -322,6 +338,13 @@ impl Hub {
         ack.position = Some(read.position);
         ack.replay = read.messages;
         Ok(ack)
+    }
+
+    /// Counts what a join got from the room's history.
+    fn record_replay(&self, outcome: ReplayOutcome) {
+        if let Some(metrics) = self.metrics() {
+            metrics.replay(outcome);
+        }
     }
 
     /// Acknowledges a join of a room `entry` is in already.
@@ -470,6 +493,8 @@ impl Hub {
         room: &RoomState,
         publication: Publication,
     ) -> Result<Published, HistoryError> {
+        // Timed only when recorded: a clock read on each side of the publish.
+        let started = self.metrics().map(|_| std::time::Instant::now());
         let Publication {
             msg,
             ephemeral,
@@ -506,6 +531,10 @@ impl Hub {
             }
         }
         self.drop_slow_consumers(fanout.slow);
+        if let (Some(metrics), Some(started)) = (self.metrics(), started) {
+            // Once per publish: the fan-out counted its deliveries as it went.
+            metrics.published(&room.name, fanout.delivered, started.elapsed());
+        }
         Ok(Published {
             delivered: fanout.delivered,
             position,
@@ -541,9 +570,23 @@ impl Hub {
         if out.is_closed() {
             return false;
         }
+        let queued_bytes = out.queued_bytes();
         out.close(CloseCode::Again, "slow consumer");
         self.0.slow_consumers.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(conn_id, "closed slow consumer (1013)");
+        // The user too: this runs in the publisher's task, outside the slow
+        // connection's span. A map read, on a path taken once per slow consumer.
+        let user = self
+            .0
+            .conns
+            .get(&conn_id)
+            .map(|e| e.identity.user_id.clone());
+        tracing::info!(
+            conn_id,
+            user = user.as_deref().unwrap_or(""),
+            code = 1013,
+            queued_bytes,
+            "closed slow consumer (1013)"
+        );
         true
     }
 }

@@ -19,6 +19,8 @@ mod utf8;
 
 pub use bytes::Bytes;
 pub use config::WsConfig;
+#[cfg(feature = "metrics")]
+pub(crate) use conn::ConnObserver;
 pub(crate) use conn::{CloseRecord, clip_close_reason};
 pub use conn::{Outbound, SendError, WebSocket};
 pub use deflate::DeflateParams;

@@ -13,6 +13,8 @@
 //! bounds that flush together with the closing handshake, so a peer that stops reading
 //! cannot hold a closing connection.
 
+#[cfg(feature = "metrics")]
+mod observe;
 mod outbound;
 mod read;
 #[cfg(test)]
@@ -20,6 +22,8 @@ mod tests;
 mod write;
 
 use super::message::{Message, Role};
+#[cfg(feature = "metrics")]
+pub(crate) use observe::ConnObserver;
 pub(crate) use outbound::{CloseRecord, clip_close_reason};
 pub use outbound::{Outbound, SendError};
 
@@ -83,6 +87,14 @@ pub struct WebSocket<S> {
     /// Run when an error closes the connection, before the grace period in which the
     /// peer may read our close frame (see [`WebSocket::on_error_close`]).
     on_error_close: Option<Box<dyn FnOnce() + Send>>,
+    /// Told of bytes read and written and of ping round trips (the hub's metrics);
+    /// `None` costs one branch per read and write.
+    #[cfg(feature = "metrics")]
+    observer: Option<Arc<dyn ConnObserver>>,
+    /// When our last ping was written, while its pong is awaited (only with an
+    /// observer): the pong's arrival gives the round trip.
+    #[cfg(feature = "metrics")]
+    ping_sent: Option<tokio::time::Instant>,
 }
 
 impl<S> fmt::Debug for WebSocket<S> {
@@ -150,7 +162,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             write_shut: false,
             close_deadline: None,
             on_error_close: None,
+            #[cfg(feature = "metrics")]
+            observer: None,
+            #[cfg(feature = "metrics")]
+            ping_sent: None,
         }
+    }
+
+    /// Reports this connection's traffic and ping round trips to `observer` from now on.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn set_observer(&mut self, observer: Arc<dyn ConnObserver>) {
+        self.observer = Some(observer);
     }
 
     /// Sets a function to run once if the connection is closed because of an error

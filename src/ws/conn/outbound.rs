@@ -63,6 +63,11 @@ pub(super) struct Shared {
 pub(super) struct Queue {
     pub(super) items: VecDeque<Bytes>,
     pub(super) bytes: usize,
+    /// The uncompressed payload bytes of `items` (what `bytes` was before compression
+    /// and framing), taken with them by the writer for its observer. A plain add under
+    /// the lock each send already takes: nothing shared between connections.
+    #[cfg(feature = "metrics")]
+    pub(super) payload_bytes: usize,
     /// The pong for the most recent ping not yet answered (RFC 6455 §5.5.3 allows
     /// answering only the latest), so a ping flood cannot grow the queue.
     pub(super) pong: Option<Bytes>,
@@ -137,6 +142,10 @@ impl Shared {
             return Err(SendError::Full);
         }
         q.bytes += frame.len();
+        #[cfg(feature = "metrics")]
+        {
+            q.payload_bytes += msg.payload().len();
+        }
         q.items.push_back(frame);
         Ok(!q.writer_parked)
     }
@@ -214,6 +223,10 @@ impl Outbound {
             if discard {
                 q.items = VecDeque::new();
                 q.bytes = 0;
+                #[cfg(feature = "metrics")]
+                {
+                    q.payload_bytes = 0;
+                }
             }
             q.close = Some(frame);
             q.closing = true;

@@ -78,6 +78,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             let payload = self.rbuf.split_to(len).freeze();
             if let Some(msg) = self.handle_frame(cur.head.header, payload)? {
                 self.release_rbuf();
+                #[cfg(feature = "metrics")]
+                if let Some(observer) = &self.observer {
+                    observer.message_received(msg.len());
+                }
                 return Ok(Some(msg));
             }
             if self.close_received.is_some() {
@@ -86,6 +90,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
         self.release_rbuf();
         Ok(None)
+    }
+
+    /// Tells the observer (if any) that `n` bytes were read.
+    #[inline]
+    fn observe_read(&self, _n: usize) {
+        #[cfg(feature = "metrics")]
+        if let Some(observer) = &self.observer {
+            observer.read(_n);
+        }
     }
 
     /// Drops the read buffer's allocation once everything in it is consumed.
@@ -177,7 +190,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
                 Ok(None)
             }
-            PONG => Ok(None),
+            PONG => {
+                #[cfg(feature = "metrics")]
+                if let (Some(sent), Some(observer)) = (self.ping_sent.take(), &self.observer) {
+                    observer.pong(sent.elapsed());
+                }
+                Ok(None)
+            }
             CLOSE => {
                 let close = parse_close(&payload)?;
                 let reply = match &close {
@@ -259,6 +278,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 cx,
                 &mut self.rbuf
             ))?;
+            self.observe_read(n);
             return Poll::Ready(Ok(if n == 0 {
                 IoEvent::Eof
             } else {
@@ -273,6 +293,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             if n == 0 {
                 return Poll::Ready(Ok(IoEvent::Eof));
             }
+            self.observe_read(n);
             self.rbuf.extend_from_slice(buf.filled());
             Poll::Ready(Ok(IoEvent::Progress))
         })

@@ -29,9 +29,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if std::mem::take(&mut q.ping) && !q.closing {
             let ping = frame::encode(PING, false, &[], self.shared.mask());
             self.wbatch.push_back(ping);
+            // Timed from here (it is written right after): the pong gives the round trip.
+            #[cfg(feature = "metrics")]
+            if self.observer.is_some() {
+                self.ping_sent = Some(tokio::time::Instant::now());
+            }
         }
         if !q.items.is_empty() {
             q.bytes = 0;
+            #[cfg(feature = "metrics")]
+            {
+                let payload = std::mem::take(&mut q.payload_bytes);
+                if let Some(observer) = &self.observer {
+                    observer.payload_sent(payload);
+                }
+            }
             if self.wbatch.is_empty() {
                 std::mem::swap(&mut self.wbatch, &mut q.items);
             } else {
@@ -92,6 +104,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 };
                 if written == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                #[cfg(feature = "metrics")]
+                if let Some(observer) = &self.observer {
+                    observer.written(written);
                 }
                 self.advance_written(written);
                 self.needs_flush = true;
