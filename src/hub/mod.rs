@@ -624,7 +624,10 @@ impl Hub {
         self.0
             .rooms
             .entry(Arc::from(name))
-            .or_insert_with(|| Arc::new(RoomState::new(name, ns)))
+            .or_insert_with(|| {
+                let metrics_ns = self.metrics().and_then(|m| m.ns_index(name));
+                Arc::new(RoomState::new(name, ns, metrics_ns))
+            })
             .clone()
     }
 

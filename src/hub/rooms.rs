@@ -494,7 +494,7 @@ impl Hub {
         publication: Publication,
     ) -> Result<Published, HistoryError> {
         // Timed only when recorded: a clock read on each side of the publish.
-        let started = self.metrics().map(|_| std::time::Instant::now());
+        let started = self.metrics().map(|m| m.start_timer());
         let Publication {
             msg,
             ephemeral,
@@ -533,7 +533,7 @@ impl Hub {
         self.drop_slow_consumers(fanout.slow);
         if let (Some(metrics), Some(started)) = (self.metrics(), started) {
             // Once per publish: the fan-out counted its deliveries as it went.
-            metrics.published(&room.name, fanout.delivered, started.elapsed());
+            metrics.published(room.metrics_ns, fanout.delivered, started);
         }
         Ok(Published {
             delivered: fanout.delivered,

@@ -486,9 +486,9 @@ mod tests {
         m.connection_closed(4999);
         m.handshake_refused(Some(http::StatusCode::UNAUTHORIZED));
         m.handshake_refused(None);
-        m.published("chat:a", 3, Duration::from_micros(20));
-        m.published("chat:b", 5, Duration::from_millis(2));
-        m.published("unknown:x", 7, Duration::from_secs(2));
+        m.published_in(m.ns_index("chat:a"), 3, Duration::from_micros(20));
+        m.published_in(m.ns_index("chat:b"), 5, Duration::from_millis(2));
+        m.published_in(m.ns_index("unknown:x"), 7, Duration::from_secs(2));
         m.publish_received("chat:a");
         m.rate_limited(RateLimit::User);
         m.replay(ReplayOutcome::Recovered);

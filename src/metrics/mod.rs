@@ -29,6 +29,10 @@ pub(crate) use expose::CONTENT_TYPE;
 #[cfg(feature = "metrics")]
 pub(crate) use record::{Gauges, Metrics, NamespaceGauges};
 
+/// When a timed operation started (nothing without the feature).
+#[cfg(not(feature = "metrics"))]
+pub(crate) type Timer = ();
+
 /// Stands for the metrics without the `metrics` feature: no value of it exists, so
 /// the hub's `Option<Arc<Metrics>>` is always `None` and nothing is recorded.
 #[cfg(not(feature = "metrics"))]
@@ -59,7 +63,13 @@ impl Metrics {
     pub(crate) fn publish_received(&self, _room: &str) {
         match *self {}
     }
-    pub(crate) fn published(&self, _room: &str, _delivered: usize, _elapsed: std::time::Duration) {
+    pub(crate) fn start_timer(&self) -> Timer {
+        match *self {}
+    }
+    pub(crate) fn ns_index(&self, _room: &str) -> Option<usize> {
+        match *self {}
+    }
+    pub(crate) fn published(&self, _ns: Option<usize>, _delivered: usize, _started: Timer) {
         match *self {}
     }
     pub(crate) fn rate_limited(&self, _limit: RateLimit) {

@@ -99,6 +99,9 @@ pub(crate) struct Members {
 pub(crate) struct RoomState {
     pub(crate) name: Arc<str>,
     pub(crate) ns: Arc<dyn ErasedNamespace>,
+    /// The namespace's slot in the hub's metrics, looked up once when the room is
+    /// created rather than on every publish (`None` without metrics).
+    pub(crate) metrics_ns: Option<usize>,
     pub(crate) members: RwLock<Members>,
     /// Presence, locked for one join or leave at a time. Diffs, and the replies that
     /// carry a snapshot (join, presence), are queued while it is held, so every member
@@ -131,8 +134,9 @@ impl fmt::Debug for RoomState {
 const TYPED_CHANNEL_CAPACITY: usize = 1024;
 
 impl RoomState {
-    pub(crate) fn new(name: &str, ns: Arc<dyn ErasedNamespace>) -> Self {
+    pub(crate) fn new(name: &str, ns: Arc<dyn ErasedNamespace>, metrics_ns: Option<usize>) -> Self {
         RoomState {
+            metrics_ns,
             name: Arc::from(name),
             ns,
             members: RwLock::new(Members::default()),
