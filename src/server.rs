@@ -29,6 +29,7 @@ impl Hub {
         let c = self.config();
         HandshakeConfig::default()
             .with_timeout(c.handshake_timeout)
+            .with_max_request_size(c.max_request_size)
             .with_subprotocols([SUBPROTOCOL])
             .with_deflate(c.compression)
             .with_origin(c.origin.clone())

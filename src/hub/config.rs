@@ -147,6 +147,14 @@ pub struct HubConfig {
     /// answer. Default: 10 s (a slow mobile TLS handshake takes a second or two;
     /// slowloris connections are dropped soon after).
     pub handshake_timeout: Duration,
+    /// Largest HTTP request head a client may send before the upgrade (the request line
+    /// and every header, cookies included), under every serving path (`serve`,
+    /// `serve_tls`, `serve_axum` on every route, and `axum_route` under plain
+    /// `axum::serve`); over it the answer is `431`. Default: 8 KiB, as nginx's default
+    /// header buffers: enough for a browser's upgrade with a few cookies, and what a
+    /// connection may hold before it is authenticated. Raise it for applications with
+    /// large cookies or tokens in headers.
+    pub max_request_size: usize,
     /// Most connections accepted but not yet upgraded (see
     /// [`HubStats::pending`](crate::HubStats::pending)). Over it a new connection is
     /// answered `503` with `Connection: close` (plain HTTP) or closed (TLS) before
@@ -272,6 +280,7 @@ impl Default for HubConfig {
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
+            max_request_size: 8 * 1024,
             max_pending_connections: 1024,
             max_pending_per_host: 16,
             max_pending_per_network: 128,
