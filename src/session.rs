@@ -595,8 +595,20 @@ impl Session {
             };
             let check = state.ns.client_publish_async(state.clone(), ctx, data);
             let hub = self.hub.clone();
+            let limit = hub.config().publish_hook_timeout;
             let publish: BoxFuture<Result<Published, OpError>> = Box::pin(async move {
-                let publication = check.await.map_err(|r| (r.code, r.message))?;
+                let publication = tokio::time::timeout(limit, check)
+                    .await
+                    .map_err(|_| {
+                        err(
+                            ErrorCode::Timeout,
+                            format!(
+                                "the publish check did not answer within {}; not published",
+                                humanize(limit)
+                            ),
+                        )
+                    })?
+                    .map_err(|r| (r.code, r.message))?;
                 hub.publish(&state, publication).await.map_err(unavailable)
             });
             self.queue_publish(publish, id)?;
@@ -729,6 +741,15 @@ fn publish_reply(p: &Published) -> String {
             serde_json::to_string(&*pos.epoch).expect("a string encodes")
         ),
         None => format!(r#"{{"delivered":{}}}"#, p.delivered),
+    }
+}
+
+/// `d` for people: whole seconds as "10 s", shorter as "250 ms".
+fn humanize(d: std::time::Duration) -> String {
+    if d.subsec_millis() == 0 && d.as_secs() > 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
     }
 }
 

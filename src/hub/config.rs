@@ -98,6 +98,13 @@ pub struct HubConfig {
     /// checked one at a time, in order, so a slow hook makes them wait rather than
     /// overtake each other. Default: 16.
     pub max_pending_publishes: usize,
+    /// How long an async publish hook ([`Namespace::on_publish_async`](crate::Namespace::on_publish_async))
+    /// may take over one message; one that has not answered by then is dropped
+    /// (cancelled at its next `.await`), the message is not published and the
+    /// publisher gets `timeout`, and the connection's next publish is checked. Default:
+    /// 10 s, as `rpc_timeout`: a stuck moderation service must not hold a connection's
+    /// publishes (all queued behind the stuck one) for ever.
+    pub publish_hook_timeout: Duration,
     /// Bytes of stored messages the default in-memory history keeps across all rooms;
     /// over it the oldest messages of any room go first. Ignored when the hub has a
     /// store of its own ([`HubBuilder::history_store`](crate::HubBuilder::history_store)).
@@ -270,6 +277,7 @@ impl Default for HubConfig {
             rpc_timeout: Duration::from_secs(10),
             max_rpc_in_flight: 16,
             max_pending_publishes: 16,
+            publish_hook_timeout: Duration::from_secs(10),
             history_budget: crate::history::MemoryHistory::DEFAULT_BUDGET,
             max_recovery: 1_000,
             max_join_history: 100,

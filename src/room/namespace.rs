@@ -244,7 +244,10 @@ impl<M: RoomMessage> Namespace<M> {
     /// overtake a publish's). At most
     /// [`HubConfig::max_pending_publishes`](crate::HubConfig::max_pending_publishes)
     /// of a connection's publishes wait (over it: `rate_limited`); those still waiting
-    /// when the connection closes are dropped. The result is checked against
+    /// when the connection closes are dropped. A check that takes longer than
+    /// [`HubConfig::publish_hook_timeout`](crate::HubConfig::publish_hook_timeout)
+    /// (10 s) is dropped and its publish answered `timeout`, not published; the next
+    /// one is checked. The result is checked against
     /// [`max_payload`](NamespaceOptions::max_payload) again, as for `on_publish`.
     ///
     /// ```
