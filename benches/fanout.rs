@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde::{Deserialize, Serialize};
-use wshub::bench_support::attach_memory_subscribers;
-use wshub::{Hub, Namespace};
+use wshub::bench_support::{MemorySubscribers, attach_memory_subscribers};
+use wshub::{Hub, Namespace, Room};
 
 #[derive(Clone, Serialize, Deserialize)]
 struct ChatMessage {
@@ -106,6 +106,36 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// `iters` publishes of `msg` to `room`, each timed alone (the publish call: encode,
+/// store if the namespace keeps history, queue for every member); between them,
+/// untimed, every subscriber writes the frame out. `stored`: whether each publish must
+/// come back with a position.
+async fn timed_publishes(
+    subs: &MemorySubscribers,
+    room: &Room<ChatMessage>,
+    msg: &ChatMessage,
+    payload_len: usize,
+    iters: u64,
+    stored: bool,
+) -> Duration {
+    let n = subs.len();
+    let mut timed = Duration::ZERO;
+    for _ in 0..iters {
+        let before = subs.bytes_written();
+        let m = msg.clone();
+        let start = Instant::now();
+        let published = room.publish(m).await.unwrap();
+        timed += start.elapsed();
+        assert_eq!(published.delivered, n);
+        assert_eq!(published.position.is_some(), stored);
+        let target = before + per_subscriber(payload_len, &published) * n as u64;
+        tokio::time::timeout(Duration::from_secs(30), subs.wait_for_bytes(target))
+            .await
+            .expect("subscribers did not drain");
+    }
+    timed
+}
+
 /// One publish to n subscribers, timed alone; history off and on, side by side.
 fn fanout(c: &mut Criterion) {
     let rt = runtime();
@@ -127,30 +157,7 @@ fn fanout(c: &mut Criterion) {
             group.throughput(Throughput::Elements(n as u64));
             group.bench_function(BenchmarkId::new(ns, n), |b| {
                 b.to_async(&rt).iter_custom(|iters| {
-                    let (subs, room, msg) = (&subs, &room, &msg);
-                    let payload_len = payload.len();
-                    async move {
-                        let mut timed = Duration::ZERO;
-                        for _ in 0..iters {
-                            let before = subs.bytes_written();
-                            let m = msg.clone();
-                            let start = Instant::now();
-                            let published = room.publish(m).await.unwrap();
-                            timed += start.elapsed();
-                            assert_eq!(published.delivered, n);
-                            assert_eq!(published.position.is_some(), ns == "history");
-                            // Untimed: every subscriber writes the frame out.
-                            let target =
-                                before + per_subscriber(payload_len, &published) * n as u64;
-                            tokio::time::timeout(
-                                Duration::from_secs(30),
-                                subs.wait_for_bytes(target),
-                            )
-                            .await
-                            .expect("subscribers did not drain");
-                        }
-                        timed
-                    }
+                    timed_publishes(&subs, &room, &msg, payload.len(), iters, ns == "history")
                 });
             });
             assert_eq!(subs.queued_bytes(), 0);
@@ -239,27 +246,7 @@ fn metrics_cost(c: &mut Criterion) {
             group.throughput(Throughput::Elements(n as u64));
             group.bench_function(BenchmarkId::new(*label, n), |b| {
                 b.to_async(&rt).iter_custom(|iters| {
-                    let (subs, room, msg) = (&subs, &room, &msg);
-                    async move {
-                        let mut timed = Duration::ZERO;
-                        for _ in 0..iters {
-                            let before = subs.bytes_written();
-                            let m = msg.clone();
-                            let start = Instant::now();
-                            let published = room.publish(m).await.unwrap();
-                            timed += start.elapsed();
-                            assert_eq!(published.delivered, n);
-                            let target =
-                                before + per_subscriber(payload_len, &published) * n as u64;
-                            tokio::time::timeout(
-                                Duration::from_secs(30),
-                                subs.wait_for_bytes(target),
-                            )
-                            .await
-                            .expect("subscribers did not drain");
-                        }
-                        timed
-                    }
+                    timed_publishes(&subs, &room, &msg, payload_len, iters, false)
                 });
             });
             rt.block_on(async { drop(subs) });
@@ -298,10 +285,8 @@ fn interleaved(rt: &tokio::runtime::Runtime, hubs: &[(&str, Hub); 2], msg: &Chat
             .unwrap()
             .len();
         // The publishes run in a task on the runtime's worker, as a session's do in a
-        // server: the subscribers it wakes go to that worker's own run queue. (From
-        // outside the runtime every wake goes through the shared inject queue, which
-        // the worker drains at the same time: a contention a server never has, and the
-        // cause of a 10,000-subscriber time that jumps between two modes.)
+        // server: the subscribers it wakes go to that worker's own run queue rather
+        // than the runtime's shared inject queue.
         let msg = msg.clone();
         let (mut times, sides) = rt
             .block_on(rt.spawn(async move {

@@ -11,15 +11,10 @@ use super::{
 };
 use crate::ws::ConnObserver;
 
-/// Upper bounds of `wshub_fanout_duration_seconds`: 10 µs (one member, nothing else
-/// waiting) to 1 s (a store that makes appends wait, 10,000s of members).
-pub(super) const FANOUT_BUCKETS: [f64; 16] = [
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
-    0.05, 0.1, 0.25, 0.5, 1.0,
-];
-
-/// [`FANOUT_BUCKETS`] in nanoseconds: what an observation is compared with (integers,
-/// no conversion on the publish path).
+/// Upper bounds of `wshub_fanout_duration_seconds`, in nanoseconds (what an
+/// observation is compared with: integers, no conversion on the publish path): 10 µs
+/// (one member, nothing else waiting) to 1 s (a store that makes appends wait, 10,000s
+/// of members).
 const FANOUT_BUCKETS_NS: [u64; 16] = [
     10_000,
     25_000,
@@ -39,14 +34,12 @@ const FANOUT_BUCKETS_NS: [u64; 16] = [
     1_000_000_000,
 ];
 
-/// Upper bounds of `wshub_handshake_duration_seconds` and `wshub_ping_rtt_seconds`:
-/// 0.5 ms (loopback) to 10 s (the default `handshake_timeout`; a pong later than
-/// that is a connection about to be reaped).
-pub(super) const NETWORK_BUCKETS: [f64; 14] = [
-    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+/// [`FANOUT_BUCKETS_NS`] in seconds, as exported.
+pub(super) const FANOUT_BUCKETS: [f64; 16] = seconds(FANOUT_BUCKETS_NS);
 
-/// [`NETWORK_BUCKETS`] in nanoseconds.
+/// Upper bounds of `wshub_handshake_duration_seconds` and `wshub_ping_rtt_seconds`, in
+/// nanoseconds: 0.5 ms (loopback) to 10 s (the default `handshake_timeout`; a pong
+/// later than that is a connection about to be reaped).
 const NETWORK_BUCKETS_NS: [u64; 14] = [
     500_000,
     1_000_000,
@@ -63,6 +56,21 @@ const NETWORK_BUCKETS_NS: [u64; 14] = [
     5_000_000_000,
     10_000_000_000,
 ];
+
+/// [`NETWORK_BUCKETS_NS`] in seconds, as exported.
+pub(super) const NETWORK_BUCKETS: [f64; 14] = seconds(NETWORK_BUCKETS_NS);
+
+/// Nanosecond bounds as seconds (each the nearest `f64` to the exact value, as the
+/// decimal literal would be).
+const fn seconds<const N: usize>(ns: [u64; N]) -> [f64; N] {
+    let mut out = [0.0; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = ns[i] as f64 / 1e9;
+        i += 1;
+    }
+    out
+}
 
 /// A histogram's place in the block: one counter per bucket, one for observations
 /// over the last bound, and the sum in nanoseconds.
