@@ -248,6 +248,9 @@ pub mod net;
 mod presence;
 pub mod protocol;
 mod rate;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 mod room;
 mod server;
 mod session;

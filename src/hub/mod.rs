@@ -1,5 +1,7 @@
 //! The [`Hub`]: namespaces, rooms, connections, limits and shutdown.
 
+#[cfg(feature = "redis")]
+mod cluster;
 mod config;
 mod connection;
 mod control;
@@ -191,6 +193,9 @@ pub(crate) struct HubInner {
     /// [`HubConfig::metrics`] is off). `None` costs one branch where something would
     /// be recorded; without the feature it is always `None`.
     pub(crate) metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The Redis backplane, if attached ([`HubBuilder::backplane`]).
+    #[cfg(feature = "redis")]
+    pub(crate) cluster: Option<cluster::Cluster>,
 }
 
 /// [`HubBuilder::presence_info`]'s function.
@@ -245,6 +250,8 @@ pub struct HubBuilder {
     on_disconnect: Option<DisconnectHook>,
     presence_info: Option<PresenceInfoFn>,
     history: Option<Arc<dyn HistoryStore>>,
+    #[cfg(feature = "redis")]
+    backplane: Option<crate::redis::RedisBackplane>,
 }
 
 impl fmt::Debug for HubBuilder {
@@ -356,6 +363,21 @@ impl HubBuilder {
         self
     }
 
+    /// Attaches a Redis backplane (feature `redis`): publishes on any node reach the
+    /// room's members on every node, in one per-room order, and room history lives in
+    /// Redis (this replaces any [`history_store`](Self::history_store)), so a client
+    /// recovers on any node. See [`crate::redis`].
+    ///
+    /// With a backplane a publish's `delivered` counts this node's connections, and
+    /// [`Room::subscribe`] sees the messages published on this node only.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn backplane(mut self, backplane: crate::redis::RedisBackplane) -> Self {
+        self.history = Some(Arc::new(backplane.history()));
+        self.backplane = Some(backplane);
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: HubConfig) -> Self {
         self.config = config;
@@ -405,7 +427,11 @@ impl HubBuilder {
             on_connect: self.on_connect,
             on_disconnect: self.on_disconnect,
             presence_info: self.presence_info,
+            #[cfg(feature = "redis")]
+            cluster: self.backplane.map(cluster::Cluster::new),
         }));
+        #[cfg(feature = "redis")]
+        cluster::start(&hub);
         liveness::spawn(&hub);
         presence_task::spawn(&hub);
         hub
@@ -488,6 +514,8 @@ impl Hub {
             on_disconnect: None,
             presence_info: None,
             history: None,
+            #[cfg(feature = "redis")]
+            backplane: None,
         }
     }
 

@@ -173,6 +173,12 @@ impl Hub {
             Some(_) => Some(state.turn.lock().await),
             None => None,
         };
+        // With a backplane, what the bus brought so far goes out first (the turn is
+        // held: no drain runs beside this join).
+        #[cfg(feature = "redis")]
+        if _turn.is_some() && self.0.cluster.is_some() {
+            self.drain_locked(&state).await;
+        }
         let existing = entry.rooms().get(room).cloned();
         if let Some(state) = existing {
             // Joining twice is harmless: a client is answered with the current presence
@@ -195,6 +201,12 @@ impl Hub {
                 return Err(e);
             }
         };
+        // The members already here are brought to the position this join read, so
+        // nothing at or below it reaches the new member twice.
+        #[cfg(feature = "redis")]
+        if let (Some(p), true) = (&history.position, self.0.cluster.is_some()) {
+            self.align_with(&state, p).await;
+        }
         let options = state.ns.options();
         let announced = {
             let mut presence = state.presence_lock();
@@ -493,6 +505,10 @@ impl Hub {
         room: &RoomState,
         publication: Publication,
     ) -> Result<Published, HistoryError> {
+        #[cfg(feature = "redis")]
+        if self.0.cluster.is_some() {
+            return self.cluster_publish(room, publication).await;
+        }
         // Timed only when recorded: a clock read on each side of the publish.
         let started = self.metrics().map(|m| m.start_timer());
         let Publication {

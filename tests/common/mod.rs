@@ -22,6 +22,7 @@ pub mod echo;
 pub mod hub;
 pub mod memory;
 pub mod raw;
+pub mod services;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
