@@ -20,11 +20,11 @@
 //!   if the bus has not brought them there yet, then `through` = P, so what the bus
 //!   later brings at or below P is not sent twice to the new member.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use dashmap::DashMap;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{Hub, HubInner, Published};
@@ -41,9 +41,10 @@ pub(crate) struct Cluster {
     /// This node's publishes waiting for their echo, by publish id. Each publish
     /// removes its own entry when it ends, so this holds only publishes in flight.
     waiters: DashMap<u64, oneshot::Sender<usize>>,
-    /// Whether the bus subscription is up: publishes fail at once while it is not
-    /// (this node would not see its own message, nor anyone else's).
-    bus_up: AtomicBool,
+    /// Whether the bus subscription is up. A publish waits for it (at most the
+    /// command timeout: right after start, or during a reconnect) and fails if it
+    /// stays down: this node would see neither its own message nor anyone else's.
+    bus_up: watch::Sender<bool>,
     /// Cancelled when the hub is dropped: ends the consumer, which ends the bus task.
     stop: CancellationToken,
 }
@@ -59,7 +60,7 @@ impl Cluster {
         Cluster {
             backplane,
             waiters: DashMap::new(),
-            bus_up: AtomicBool::new(false),
+            bus_up: watch::Sender::new(false),
             stop: CancellationToken::new(),
         }
     }
@@ -111,7 +112,7 @@ impl Hub {
         let cluster = self.cluster();
         match event {
             BusEvent::Subscribed { after_loss } => {
-                cluster.bus_up.store(true, Ordering::Release);
+                cluster.bus_up.send_replace(true);
                 if after_loss {
                     // Anything may have been missed meanwhile: every room checks.
                     let rooms: Vec<_> = self.0.rooms.iter().map(|r| r.value().clone()).collect();
@@ -121,7 +122,9 @@ impl Hub {
                     }
                 }
             }
-            BusEvent::Lost => cluster.bus_up.store(false, Ordering::Release),
+            BusEvent::Lost => {
+                cluster.bus_up.send_replace(false);
+            }
             BusEvent::Message(m) => self.on_bus_message(m),
         }
     }
@@ -332,10 +335,17 @@ impl Hub {
         publication: Publication,
     ) -> Result<Published, HistoryError> {
         let cluster = self.cluster();
-        if !cluster.bus_up.load(Ordering::Acquire) {
-            return Err(HistoryError::Unavailable(
-                "the backplane's subscription is down".into(),
-            ));
+        if !*cluster.bus_up.borrow() {
+            let mut up = cluster.bus_up.subscribe();
+            let wait = cluster.backplane.options().command_timeout;
+            if !matches!(
+                tokio::time::timeout(wait, up.wait_for(|up| *up)).await,
+                Ok(Ok(_))
+            ) {
+                return Err(HistoryError::Unavailable(
+                    "the backplane's subscription is down".into(),
+                ));
+            }
         }
         let started = self.metrics().map(|m| m.start_timer());
         let Publication {
