@@ -239,7 +239,9 @@ impl Nginx {
         let prefix = dir.path().display();
         let config =
             format!("pid {prefix}/nginx.pid;\nerror_log {prefix}/error.log info;\n{config}");
+        // The relative temp and log paths of deploy/nginx.conf live here.
         std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
         std::fs::write(&conf, config).unwrap();
         let log = dir.path().join("stderr.log");
         let mut child = spawn(
