@@ -1,22 +1,4 @@
 //! [`RedisHistory`]: room history in Redis, shared by every node.
-//!
-//! Per room two keys: `{prefix}:m:{room}`, a hash with the stream's `epoch` and last
-//! `seq`, and `{prefix}:h:{room}`, a Redis stream of `{s: seq, f: frame}` entries.
-//!
-//! - **Atomic append.** One Lua script reads (or creates) the epoch, increments the
-//!   `seq`, builds the frame with its position, `XADD`s it and, for the backplane,
-//!   `PUBLISH`es it. Redis runs scripts one at a time, so two nodes never get the same
-//!   `seq`, and bus order is `seq` order.
-//! - **Why a Redis stream** rather than a sorted set: its entry ids are times, so the
-//!   age bound is one `XTRIM MINID` (a sorted set by `seq` would need a second index by
-//!   time), and the count bound is `XADD MAXLEN`; `XREVRANGE .. COUNT k` reads the
-//!   last k entries, which are exactly the `seq`s after a position when none is
-//!   missing (checked).
-//! - **The epoch lives in Redis**, created (random, made here and passed in) by the
-//!   first append or read of a room. Both keys expire `max_age` after the last append
-//!   or read: a stream whose messages all aged out and nobody touched is freed, and
-//!   comes back with a new epoch. A Redis restarted without persistence loses them,
-//!   and with them the epoch: clients are told `recovered: false`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -99,9 +81,28 @@ end
 return out
 "#;
 
-/// Room history in Redis: see the [module docs](self). A cheap `Clone` handle; use
-/// it alone (`HubBuilder::history_store`) for history that survives a restart of the
-/// hub, or through a [`RedisBackplane`](super::RedisBackplane), which uses it.
+/// Room history in Redis, shared by every node. A cheap `Clone` handle; use it alone
+/// ([`HubBuilder::history_store`](crate::HubBuilder::history_store)) for history that
+/// survives a restart of the hub, or through a
+/// [`RedisBackplane`](super::RedisBackplane), which uses it.
+///
+/// Per room two keys: `{prefix}:m:{room}`, a hash with the stream's `epoch` and last
+/// `seq`, and `{prefix}:h:{room}`, a Redis stream of `{s: seq, f: frame}` entries.
+///
+/// - **Atomic append.** One Lua script reads (or creates) the epoch, increments the
+///   `seq`, builds the frame with its position, `XADD`s it and, for the backplane,
+///   `PUBLISH`es it. Redis runs scripts one at a time, so two nodes never get the same
+///   `seq`, and bus order is `seq` order.
+/// - **Why a Redis stream** rather than a sorted set: its entry ids are times, so the
+///   age bound is one `XTRIM MINID` (a sorted set by `seq` would need a second index by
+///   time), and the count bound is `XADD MAXLEN`; `XREVRANGE .. COUNT k` reads the
+///   last k entries, which are exactly the `seq`s after a position when none is
+///   missing (checked).
+/// - **The epoch lives in Redis**, created (random, made here and passed in) by the
+///   first append or read of a room. Both keys expire `max_age` after the last append
+///   or read: a stream whose messages all aged out and nobody touched is freed, and
+///   comes back with a new epoch. A Redis restarted without persistence loses them,
+///   and with them the epoch: clients are told `recovered: false`.
 #[derive(Clone)]
 pub struct RedisHistory(Arc<Inner>);
 
