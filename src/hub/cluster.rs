@@ -47,6 +47,10 @@ pub(crate) struct Cluster {
     bus_up: watch::Sender<bool>,
     /// Cancelled when the hub is dropped: ends the consumer, which ends the bus task.
     stop: CancellationToken,
+    /// This node's presence changes, to the writer task (`cluster_presence`).
+    pub(crate) presence_tx: mpsc::Sender<super::cluster_presence::Write>,
+    /// The writer's end, taken when the hub starts.
+    presence_rx: std::sync::Mutex<Option<mpsc::Receiver<super::cluster_presence::Write>>>,
 }
 
 impl Drop for Cluster {
@@ -57,7 +61,10 @@ impl Drop for Cluster {
 
 impl Cluster {
     pub(crate) fn new(backplane: RedisBackplane) -> Self {
+        let (presence_tx, presence_rx) = mpsc::channel(super::cluster_presence::WRITE_QUEUE);
         Cluster {
+            presence_tx,
+            presence_rx: std::sync::Mutex::new(Some(presence_rx)),
             backplane,
             waiters: DashMap::new(),
             bus_up: watch::Sender::new(false),
@@ -87,6 +94,14 @@ pub(crate) fn start(hub: &Hub) {
     let stop = cluster.stop.clone();
     let weak = Arc::downgrade(&hub.0);
     tokio::spawn(consume(weak, rx, stop));
+    let presence_rx = cluster
+        .presence_rx
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(rx) = presence_rx {
+        super::cluster_presence::spawn(hub, cluster.backplane.clone(), rx);
+    }
 }
 
 /// Takes bus events one at a time: this task only queues and schedules, never waits
@@ -120,12 +135,17 @@ impl Hub {
                         room.inbox.resync.store(true, Ordering::Release);
                         self.schedule_drain(room);
                     }
+                    // Presence too: Redis may have lost this node's entries, and
+                    // others' changes may have been missed.
+                    let hub = self.clone();
+                    tokio::spawn(async move { hub.reconcile_all().await });
                 }
             }
             BusEvent::Lost => {
                 cluster.bus_up.send_replace(false);
             }
             BusEvent::Message(m) => self.on_bus_message(m),
+            BusEvent::Presence(e) => self.on_presence_event(e, cluster.backplane.node()),
         }
     }
 

@@ -2,6 +2,8 @@
 
 #[cfg(feature = "redis")]
 mod cluster;
+#[cfg(feature = "redis")]
+mod cluster_presence;
 mod config;
 mod connection;
 mod control;
@@ -612,9 +614,14 @@ impl Hub {
                 .close(CloseCode::Away, "server shutting down");
         }
         self.0.tracker.close();
-        tokio::time::timeout(self.0.config.shutdown_timeout, self.0.tracker.wait())
+        let done = tokio::time::timeout(self.0.config.shutdown_timeout, self.0.tracker.wait())
             .await
-            .is_ok()
+            .is_ok();
+        // Other nodes drop this one's presence entries at once, not after its
+        // heartbeat expires.
+        #[cfg(feature = "redis")]
+        self.cluster_goodbye().await;
+        done
     }
 
     /// Resolves when [`shutdown`](Self::shutdown) begins (at once if it has): for an

@@ -208,6 +208,17 @@ impl Hub {
             self.align_with(&state, p).await;
         }
         let options = state.ns.options();
+        // The room's first join on this node loads the other nodes' presence, so the
+        // reply's snapshot has everyone.
+        #[cfg(feature = "redis")]
+        if options.presence
+            && self.0.cluster.is_some()
+            && !state.inbox.presence_loaded.load(Ordering::Acquire)
+        {
+            self.reconcile_presence(&state).await;
+        }
+        #[cfg(feature = "redis")]
+        let mut cluster_meta = None;
         let announced = {
             let mut presence = state.presence_lock();
             {
@@ -242,6 +253,10 @@ impl Hub {
                 {
                     stamped = stamped.with_info(info);
                 }
+                #[cfg(feature = "redis")]
+                if self.0.cluster.is_some() {
+                    cluster_meta = Some(stamped.clone());
+                }
                 let announced = presence.join_entry(&entry.identity.user_id, stamped);
                 let snapshot = presence.snapshot_for_member(&entry.identity.user_id);
                 self.send_ack(entry, &state.name, Some(&snapshot), ack, &history);
@@ -269,6 +284,10 @@ impl Hub {
             drop(state);
             self.prune_room(room);
             return Err(MembershipError::Closed);
+        }
+        #[cfg(feature = "redis")]
+        if let Some(meta) = cluster_meta {
+            self.cluster_presence_joined(&state.name, entry, &meta);
         }
         if announced {
             self.presence_changed(&state);
@@ -476,6 +495,10 @@ impl Hub {
     pub(crate) fn leave_room(&self, entry: &ConnEntry, room: &Arc<RoomState>) {
         let mut presence = room.presence_lock();
         room.members_mut().conns.remove(&entry.id);
+        #[cfg(feature = "redis")]
+        if room.ns.options().presence && self.0.cluster.is_some() {
+            self.cluster_presence_left(&room.name, entry);
+        }
         if room.ns.options().presence && presence.leave(&entry.identity.user_id, entry.id) {
             drop(presence);
             self.presence_changed(room);

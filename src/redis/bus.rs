@@ -24,6 +24,8 @@ pub(crate) enum BusEvent {
     Lost,
     /// A message from the bus.
     Message(BusMessage),
+    /// A presence change on another node (or this one: the hub skips its own).
+    Presence(super::PresenceEvent),
 }
 
 /// A message from the bus.
@@ -148,8 +150,17 @@ async fn run(backplane: RedisBackplane, tx: mpsc::Sender<BusEvent>) {
                 () = tx.closed() => return,
             };
             let Some(msg) = msg else { break };
-            if let Some(m) = decode(msg.get_payload_bytes())
-                && tx.send(BusEvent::Message(m)).await.is_err()
+            let payload = msg.get_payload_bytes();
+            let event = if payload.starts_with(b"P") {
+                std::str::from_utf8(payload)
+                    .ok()
+                    .and_then(super::presence::decode)
+                    .map(BusEvent::Presence)
+            } else {
+                decode(payload).map(BusEvent::Message)
+            };
+            if let Some(event) = event
+                && tx.send(event).await.is_err()
             {
                 return;
             }

@@ -207,6 +207,24 @@ impl RedisHistory {
         Ok((seq, Arc::from(epoch)))
     }
 
+    /// Runs a prepared script within the command timeout.
+    pub(crate) async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        inv: redis::ScriptInvocation<'_>,
+    ) -> Result<T, HistoryError> {
+        let mut conn = self.0.conn.clone();
+        self.timed(inv.invoke_async(&mut conn)).await
+    }
+
+    /// Runs one command within the command timeout.
+    pub(crate) async fn run_cmd<T: redis::FromRedisValue>(
+        &self,
+        cmd: redis::Cmd,
+    ) -> Result<T, HistoryError> {
+        let mut conn = self.0.conn.clone();
+        self.timed(cmd.query_async(&mut conn)).await
+    }
+
     /// `PUBLISH channel payload`.
     pub(crate) async fn publish(
         &self,

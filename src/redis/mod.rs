@@ -48,6 +48,7 @@
 
 mod bus;
 mod history;
+mod presence;
 
 use std::fmt;
 use std::sync::Arc;
@@ -56,6 +57,7 @@ use std::time::Duration;
 
 pub(crate) use bus::{BusEvent, BusMessage};
 pub use history::RedisHistory;
+pub(crate) use presence::PresenceEvent;
 
 use crate::history::{HistoryError, HistoryLimits};
 use crate::protocol::EncodedMessage;
@@ -90,6 +92,12 @@ pub struct RedisOptions {
     pub reconnect_min: Duration,
     /// Longest wait between resubscription attempts. Default: 5 s.
     pub reconnect_max: Duration,
+    /// How long a node's presence entries outlive its last heartbeat (sent every
+    /// third of this). A node that dies without a goodbye has its users leave every
+    /// room within `presence_ttl` plus one reconciliation period (a third of it), so
+    /// at most 4/3 of it: 20 s by default. Default: 15 s: a few missed heartbeats
+    /// (a busy Redis, a GC pause elsewhere) do not make a live node's users flicker.
+    pub presence_ttl: Duration,
 }
 
 impl Default for RedisOptions {
@@ -102,6 +110,7 @@ impl Default for RedisOptions {
             room_inbox: 1024,
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
+            presence_ttl: Duration::from_secs(15),
         }
     }
 }
@@ -163,7 +172,7 @@ impl RedisBackplane {
     }
 
     /// The bus channel's name.
-    fn channel(&self) -> String {
+    pub(crate) fn channel(&self) -> String {
         format!("{}:bus", self.0.options.prefix)
     }
 

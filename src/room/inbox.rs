@@ -37,7 +37,21 @@ pub(crate) struct RoomInbox {
     /// (`None`: no member has a position; the next message or join sets it). Written
     /// only under the room's turn.
     through: Mutex<Option<StreamPosition>>,
+    /// Whether other nodes' presence entries were loaded (on the room's first join
+    /// here; then bus events and reconciliations keep them).
+    pub(crate) presence_loaded: AtomicBool,
+    /// Other nodes' presence changes applied here from the bus, counted: a
+    /// reconciliation that raced one (read Redis before it, applied after) leaves the
+    /// room alone until the next one instead of undoing it.
+    pub(crate) presence_events: std::sync::atomic::AtomicU64,
+    /// The last remote leaves applied here (event number, connection id), so a
+    /// reconciliation that read Redis before a leave does not bring the entry back.
+    /// At most [`TOMBSTONES`], oldest dropped.
+    pub(crate) presence_tombstones: Mutex<VecDeque<(u64, u64)>>,
 }
+
+/// How many remote leaves a room remembers for reconciliations in flight.
+pub(crate) const TOMBSTONES: usize = 1024;
 
 impl RoomInbox {
     /// Queues `item`, unless `cap` are waiting: then it is handed back, and the room

@@ -80,6 +80,7 @@ pub async fn connect_from(proxy: SocketAddr, from: [u8; 4], headers: &[(&str, &s
 }
 
 /// Six clients through the proxy: round-robin puts two on each node (no stickiness);
+/// each sees everyone in the room's presence, whichever node they are on;
 /// each publishes five messages at once; every client receives all thirty in one
 /// order (`seq` 1..=30), each publisher's own in the order sent. A client's address,
 /// as its node sees it, is the one the proxy named, not one the client claimed.
@@ -93,6 +94,24 @@ pub async fn exchange_in_order(proxy: SocketAddr, nodes: &Nodes) {
     for c in &mut clients {
         c.join_ok("chat:lobby").await;
     }
+    // Presence is cluster-wide: the first client, on node 1, sees the five others
+    // join, whichever node they are on; then every client's snapshot has all six.
+    let others: Vec<String> = clients[1..].iter().map(|c| c.user.clone()).collect();
+    // Diffs are coalesced per tick: one may announce several users.
+    let mut seen = std::collections::BTreeSet::new();
+    while !others.iter().all(|u| seen.contains(u)) {
+        let d = clients[0].recv_diff().await;
+        assert_eq!(d["leaves"], json!({}), "{d}");
+        seen.extend(d["joins"].as_object().unwrap().keys().cloned());
+    }
+    let (r, _) = clients[5]
+        .request(json!({"op": "presence", "room": "chat:lobby"}))
+        .await;
+    assert_eq!(
+        r["data"]["presence"].as_object().map(|o| o.len()),
+        Some(6),
+        "{r}"
+    );
     for (i, c) in clients.iter_mut().enumerate() {
         for k in 0..5 {
             c.send(json!({"op": "publish", "room": "chat:lobby", "data": {"text": format!("{i}.{k}")}}))
