@@ -198,18 +198,26 @@ fn main() {
         let b = hub(Some(&redis), "lat");
         let s2 = attach_memory_subscribers(&b, ROOM, 1).unwrap();
         let r2 = a.room::<ChatMessage>(ROOM).unwrap();
+        // And on the publishing node itself, through Redis too (the bus echo).
+        let c = hub(Some(&redis), "lat-local");
+        let s3 = attach_memory_subscribers(&c, ROOM, 1).unwrap();
+        let r3 = c.room::<ChatMessage>(ROOM).unwrap();
         latencies(&r1, &s1).await;
         latencies(&r2, &s2).await;
+        latencies(&r3, &s3).await;
         let mut l1 = latencies(&r1, &s1).await;
         let mut l2 = latencies(&r2, &s2).await;
+        let mut l3 = latencies(&r3, &s3).await;
         let (p50a, p99a) = (percentile(&mut l1, 0.5), percentile(&mut l1, 0.99));
         let (p50b, p99b) = (percentile(&mut l2, 0.5), percentile(&mut l2, 0.99));
+        let (p50c, p99c) = (percentile(&mut l3, 0.5), percentile(&mut l3, 0.99));
 
         println!("\n{PUBLISHES} publishes ({PUBLISHERS} publishers) x {SUBSCRIBERS} subscribers, {ROUNDS} rounds (medians):");
         println!("  one node (memory history)     : {:.2} M deliveries/s", median(one) / 1e6);
         println!("  three nodes via Redis         : {:.2} M deliveries/s", median(three) / 1e6);
         println!("latency, publish call -> frame written, {LATENCY_SAMPLES} sequential publishes:");
         println!("  same node, no Redis           : p50 {p50a:.0} us, p99 {p99a:.0} us");
+        println!("  same node, through Redis      : p50 {p50c:.0} us, p99 {p99c:.0} us");
         println!("  other node, through Redis     : p50 {p50b:.0} us, p99 {p99b:.0} us");
         println!("  added by the Redis hop        : p50 {:.0} us, p99 {:.0} us", p50b - p50a, p99b - p99a);
     });
