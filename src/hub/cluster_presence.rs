@@ -90,7 +90,8 @@ async fn writer(backplane: RedisBackplane, mut rx: mpsc::Receiver<Write>) {
 
 /// Says this node is alive every third of `presence_ttl`, and reconciles every room.
 async fn heartbeat(weak: Weak<HubInner>, backplane: RedisBackplane) {
-    let period = backplane.options().presence_ttl / 3;
+    // Never a busy loop, whatever the setting.
+    let period = (backplane.options().presence_ttl / 3).max(std::time::Duration::from_millis(10));
     loop {
         {
             let Some(inner) = weak.upgrade() else { return };
