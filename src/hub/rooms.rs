@@ -20,9 +20,9 @@ use super::{ConnEntry, Hub};
 use crate::history::{HistoryError, HistoryLimits, HistoryQuery, StoredMessage};
 use crate::metrics::ReplayOutcome;
 use crate::presence::{JoinInterest, PresenceSource, RoomPresence};
-use crate::protocol::{PresenceCount, PresencePage};
 use crate::protocol::StreamPosition;
 use crate::protocol::{self, ErrorCode, quote};
+use crate::protocol::{PresenceCount, PresencePage};
 use crate::room::{Publication, RoomState};
 use crate::ws::{CloseCode, Outbound, SendError};
 

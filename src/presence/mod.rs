@@ -125,7 +125,11 @@ impl RoomPresence {
     /// and announces nothing.
     #[cfg(test)]
     pub(crate) fn join(&mut self, user: &str, conn_id: u64, meta: Value) -> bool {
-        self.join_entry(user, PresenceMeta::new(conn_id, meta), JoinInterest::default())
+        self.join_entry(
+            user,
+            PresenceMeta::new(conn_id, meta),
+            JoinInterest::default(),
+        )
     }
 
     /// [`join`](Self::join) with a whole entry (server fields stamped by the caller)

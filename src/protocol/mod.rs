@@ -25,8 +25,8 @@ pub use client::{ClientOp, parse_client_op};
 pub use presence::{Presence, PresenceCount, PresenceDiff, PresenceMeta, PresencePage};
 pub use server::{
     EncodedMessage, ServerMsg, encode_error, encode_joined, encode_left, encode_message,
-    encode_presence_count, encode_presence_diff, encode_presence_state, encode_reply_err, encode_reply_ok, encode_welcome, try_encode_direct,
-    try_encode_message, try_encode_reply_ok,
+    encode_presence_count, encode_presence_diff, encode_presence_state, encode_reply_err,
+    encode_reply_ok, encode_welcome, try_encode_direct, try_encode_message, try_encode_reply_ok,
 };
 pub(crate) use server::{encode_joined_page, encode_reply_raw, encoded_len};
 pub use violation::{ProtocolViolation, ViolationKind};
