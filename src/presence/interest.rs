@@ -48,9 +48,10 @@ pub trait PresenceInterest: Send + Sync + 'static {
     }
 
     /// Whether every member of big room `room` is told when `user` comes and goes (a
-    /// room's hosts, a speaker). Asked when each connection of the user joins; the
-    /// user is featured while any connection that was said to be is in the room.
-    /// Featured changes go to every member, so keep them few. Default: `false`.
+    /// room's hosts, a speaker). Asked when each connection of the user joins; once
+    /// one answer is `true` the user stays featured until their last connection
+    /// leaves the room. Featured changes go to every member, so keep them few.
+    /// Default: `false`.
     fn featured(&self, room: &str, user: &Identity) -> bool {
         let _ = (room, user);
         false
