@@ -754,7 +754,8 @@ impl Session {
         let shown = match page {
             None => self.hub.presence_for(&mut presence, member),
             Some((after, limit)) => {
-                let max = self.hub.config().presence_page_size;
+                // At least one user a page, whatever the configuration says.
+                let max = self.hub.config().presence_page_size.max(1);
                 let limit = limit.unwrap_or(max).clamp(1, max);
                 Shown::Page(presence.page(member, after.as_deref(), limit))
             }
