@@ -4,11 +4,14 @@
 //! ```text
 //! cargo bench --bench presence_storm --no-run        # builds target/release/deps/presence_storm-*
 //! BIN=$(ls -t $CARGO_TARGET_DIR/release/deps/presence_storm-* | grep -v '\.d$' | head -1)
-//! taskset -c 0 $BIN server 9400 &                     # the hub, on core 0
-//! taskset -c 1 $BIN probe ws://127.0.0.1:9400/ 3 60 & # 3 members first, counting presence bytes
+//! taskset -c 0 $BIN server 9400 &                     # the hub, on core 0 (prints its PID)
+//! taskset -c 1 $BIN probe ws://127.0.0.1:9400/ 3 45 & # 3 members first, counting presence bytes
 //! taskset -c 1 wshub-bench idle ws://127.0.0.1:9400/ --connections 19000 \
-//!     --room-template bench:storm --hold 5s --source-ips 200 --quiet --json
+//!     --room bench:storm --duration 5s --server-pid $PID --source-ips 200 --quiet --json
 //! ```
+//!
+//! Server CPU is `utime + stime` from `/proc/$PID/stat` (sampled while the storm runs),
+//! peak RSS `VmHWM` from `/proc/$PID/status`.
 //!
 //! `server PORT` serves a hub with one namespace, `bench` (presence on, defaults
 //! otherwise, 20,000 subscribers a room), with the connection caps lifted for a load
