@@ -436,6 +436,11 @@ pub struct ChatOptions {
     /// How often the hub pings every connection. `None` (the default) keeps the hub's
     /// 25 s; tests shorten it to see pings' round trips in the metrics.
     pub ping_interval: Option<Duration>,
+    /// Rooms with more users than this are big (counts and pages, `PROTOCOL.md`
+    /// section 6), and the most users in one page of a member list. `None` (the
+    /// default) keeps the hub's 200 and 100; tests shrink them to see a big room with
+    /// a few browsers.
+    pub big_room: Option<(usize, usize)>,
 }
 
 impl Default for ChatOptions {
@@ -450,6 +455,7 @@ impl Default for ChatOptions {
             max_connections_per_ip: None,
             log_format: LogFormat::Text,
             ping_interval: None,
+            big_room: None,
         }
     }
 }
@@ -598,6 +604,12 @@ pub async fn start(listener: TcpListener, options: ChatOptions) -> io::Result<Ch
         .namespace(chat_namespace())
         .rpc("rooms.list", rooms_list)
         .authenticator(auth.clone());
+    if let Some((users, page)) = options.big_room {
+        builder = builder.configure(|c| {
+            c.presence_big_room = users;
+            c.presence_page_size = page;
+        });
+    }
     if let Some(interval) = options.ping_interval {
         builder = builder.configure(|c| c.ping_interval = interval);
     }

@@ -17,6 +17,7 @@
 
 pub mod attack;
 pub mod client;
+pub mod crowd;
 pub mod cut_proxy;
 pub mod echo;
 pub mod hub;
