@@ -28,6 +28,10 @@
  * - asks for a room's recent history on a fresh join (`join(room, meta, {history})`);
  * - keeps each room's presence from the join snapshot plus `presence_diff`s, holding
  *   the diffs that arrive before the join reply (PROTOCOL.md section 6);
+ * - follows big rooms (section 6, "Big rooms"): their exact count ("count" events,
+ *   `count(room)`), the users shown (the first page, pages asked for with
+ *   `page(room)`, users of interest), and the switch back to a small room's whole
+ *   presence;
  * - rejects pending requests when the connection drops (code "disconnected").
  */
 (function (root, factory) {
@@ -70,6 +74,21 @@
       return { seq: obj.seq, epoch: obj.epoch };
     }
     return null;
+  }
+
+  /** `{users, conns}` from a wire count, or null. */
+  function countOf(obj) {
+    if (obj && Number.isSafeInteger(obj.users) && Number.isSafeInteger(obj.conns)) {
+      return { users: obj.users, conns: obj.conns };
+    }
+    return null;
+  }
+
+  /** The count of a presence Map (a small room's, which holds everyone). */
+  function countMap(state) {
+    let conns = 0;
+    for (const entry of state.values()) conns += entry.metas.length;
+    return { users: state.size, conns };
   }
 
   function metasOf(entry) {
@@ -268,6 +287,56 @@
       return entry && entry.state ? new Map(entry.state) : null;
     }
 
+    /**
+     * The count of a joined room, `{users, conns, big}`, or null while it is not
+     * joined. Exact in a big room (the server's latest `presence_count`); in a small
+     * room it is counted from the presence, which holds everyone.
+     */
+    count(room) {
+      const entry = this._rooms.get(room);
+      if (!entry || !entry.state) return null;
+      const count = entry.big && entry.count ? entry.count : countMap(entry.state);
+      return { users: count.users, conns: count.conns, big: !!entry.big };
+    }
+
+    /** Whether a joined room is big (PROTOCOL.md section 6): counts and pages. */
+    isBig(room) {
+      const entry = this._rooms.get(room);
+      return !!(entry && entry.big);
+    }
+
+    /**
+     * One page of a joined room's member list (`presence_page`, PROTOCOL.md section 4),
+     * in user id order: resolves with `{presence: Map, count: {users, conns}, next}`,
+     * `next` being the `after` of the following page (null after the last). A page is
+     * a snapshot; in a big room its users are added to what `presence(room)` shows.
+     *
+     * @param {string} room
+     * @param {{after?: string|null, limit?: number}} [options]
+     */
+    page(room, { after = null, limit } = {}) {
+      const msg = { op: "presence_page", room };
+      if (after !== null && after !== undefined) msg.after = after;
+      if (limit !== undefined) msg.limit = limit;
+      return this.request(msg).then((data) => {
+        const presence = presenceFromWire(data.presence);
+        const count = countOf(data.count);
+        const entry = this._rooms.get(room);
+        if (entry && entry.ready && entry.big) {
+          if (count) entry.count = count;
+          let changed = false;
+          for (const [user, e] of presence) {
+            if (!entry.state.has(user)) {
+              entry.state.set(user, { metas: e.metas.slice() });
+              changed = true;
+            }
+          }
+          if (changed) this._emitPresence(room, entry, true);
+        }
+        return { presence, count, next: typeof data.next === "string" ? data.next : null };
+      });
+    }
+
     /** The rooms this client keeps joined. */
     rooms() {
       return Array.from(this._rooms.keys());
@@ -288,7 +357,9 @@
      * Listens to an event; returns a function that stops listening. Events:
      * "status" (status, detail), "open", "welcome" {user, conn_id},
      * "message" {room, from, data, seq, epoch, replay},
-     * "presence" {room, presence, joined, left, snapshot},
+     * "presence" {room, presence, joined, left, snapshot, big, count} (in a big room
+     * `presence` is the users shown, not everyone: see `count`),
+     * "count" {room, users, conns, big} (a big room's count, and the switches),
      * "recovery" {room, recovered, replayed, seq, epoch} (every re-join, before the
      * replayed messages), "joined" {room, data, rejoin}, "error" {code, message, room?},
      * "close" {code, reason, opened}, "reconnecting" {delayMs, attempt}.
@@ -517,6 +588,7 @@
       // Section 6: the snapshot is the state; then the diffs held since the join
       // was sent, in order; then each new one as it comes.
       entry.state = presenceFromWire(data.presence);
+      this._setMode(entry, data);
       entry.ready = true;
       entry.joinedOnce = true;
       const position = positionOf(data);
@@ -537,14 +609,9 @@
       }
       const held = entry.held;
       entry.held = [];
-      this._emit("presence", {
-        room,
-        presence: new Map(entry.state),
-        joined: [],
-        left: [],
-        snapshot: true,
-      });
-      for (const diff of held) this._applyDiff(room, entry, diff);
+      this._emitPresence(room, entry, true);
+      this._emitCount(room, entry);
+      for (const diff of held) this._onPresenceMsg(room, entry, diff);
       if (rejoin) {
         this._emit("recovery", {
           room,
@@ -626,10 +693,12 @@
         case "message":
           this._onMessage(msg);
           break;
-        case "presence_diff": {
+        case "presence_diff":
+        case "presence_count":
+        case "presence_state": {
           const entry = this._rooms.get(msg.room);
           if (!entry) return;
-          if (entry.ready) this._applyDiff(msg.room, entry, msg);
+          if (entry.ready) this._onPresenceMsg(msg.room, entry, msg);
           else entry.held.push(msg);
           break;
         }
@@ -654,18 +723,15 @@
             this._rooms.set(msg.room, entry);
           }
           entry.state = presenceFromWire(msg.presence);
+          this._setMode(entry, msg);
           entry.ready = true;
           // Nothing is replayed after a server join: live messages follow its position.
           const position = positionOf(msg);
           if (position) entry.pos = position;
-          this._emit("presence", {
-            room: msg.room,
-            presence: new Map(entry.state),
-            joined: [],
-            left: [],
-            snapshot: true,
-          });
+          this._emitPresence(msg.room, entry, true);
+          this._emitCount(msg.room, entry);
           const data = { presence: msg.presence };
+          if (msg.count) Object.assign(data, { count: msg.count, next: msg.next });
           if (position) Object.assign(data, position);
           this._emit("joined", { room: msg.room, data, server: true });
           break;
@@ -693,6 +759,56 @@
         }
         default:
         // Ops this client does not know are ignored: later revisions may add some.
+      }
+    }
+
+    /** A join reply's (or `joined`'s) mode: big when it carries `count`. */
+    _setMode(entry, data) {
+      entry.count = countOf(data.count);
+      entry.big = entry.count !== null;
+      entry.next = entry.big && typeof data.next === "string" ? data.next : null;
+    }
+
+    _emitPresence(room, entry, snapshot, joined = [], left = []) {
+      this._emit("presence", {
+        room,
+        presence: new Map(entry.state),
+        joined,
+        left,
+        snapshot,
+        big: !!entry.big,
+        count: this.count(room),
+      });
+    }
+
+    _emitCount(room, entry) {
+      if (entry.big) this._emit("count", { room, ...this.count(room) });
+    }
+
+    /**
+     * A room's `presence_diff`, `presence_count` or `presence_state` (section 6), once
+     * its join reply is in. A count says the room is big (the first after a small
+     * room grows big switches it); a state says it is small again and replaces the
+     * presence.
+     */
+    _onPresenceMsg(room, entry, msg) {
+      if (msg.op === "presence_diff") {
+        this._applyDiff(room, entry, msg);
+      } else if (msg.op === "presence_count") {
+        const count = countOf(msg);
+        if (!count) return;
+        const switched = !entry.big;
+        entry.big = true;
+        entry.count = count;
+        if (switched) this._emitPresence(room, entry, true);
+        this._emitCount(room, entry);
+      } else if (msg.op === "presence_state") {
+        entry.big = false;
+        entry.count = null;
+        entry.next = null;
+        entry.state = presenceFromWire(msg.presence);
+        this._emitPresence(room, entry, true);
+        this._emit("count", { room, ...this.count(room) });
       }
     }
 
@@ -732,9 +848,7 @@
           }
         }
       }
-      if (changed) {
-        this._emit("presence", { room, presence: new Map(state), joined, left, snapshot: false });
-      }
+      if (changed) this._emitPresence(room, entry, false, joined, left);
     }
   }
 

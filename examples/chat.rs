@@ -444,6 +444,11 @@ pub struct ChatOptions {
     /// `--trusted-proxy CIDR`: proxies whose `X-Forwarded-For` is believed
     /// (`deploy/`). Default none.
     pub trusted_proxies: Vec<String>,
+    /// Rooms with more users than this are big (counts and pages, `PROTOCOL.md`
+    /// section 6), and the most users in one page of a member list. `None` (the
+    /// default) keeps the hub's 200 and 100; tests shrink them to see a big room with
+    /// a few browsers.
+    pub big_room: Option<(usize, usize)>,
 }
 
 impl Default for ChatOptions {
@@ -460,6 +465,7 @@ impl Default for ChatOptions {
             ping_interval: None,
             redis: None,
             trusted_proxies: Vec::new(),
+            big_room: None,
         }
     }
 }
@@ -610,6 +616,12 @@ pub async fn start(listener: TcpListener, options: ChatOptions) -> io::Result<Ch
         .namespace(chat_namespace())
         .rpc("rooms.list", rooms_list)
         .authenticator(auth.clone());
+    if let Some((users, page)) = options.big_room {
+        builder = builder.configure(|c| {
+            c.presence_big_room = users;
+            c.presence_page_size = page;
+        });
+    }
     if let Some(interval) = options.ping_interval {
         builder = builder.configure(|c| c.ping_interval = interval);
     }

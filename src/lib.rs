@@ -278,7 +278,10 @@ pub use hub::{HistoryEntry, Published, Room};
 pub use hub::{Hub, HubBuilder, HubConfig, HubStats, RoomError, default_room_name_char};
 pub use hub::{RpcContext, RpcError};
 pub use net::{AddrGrouping, TrustedProxies};
-pub use protocol::{ErrorCode, Presence, PresenceDiff, PresenceMeta, StreamPosition};
+pub use presence::PresenceInterest;
+pub use protocol::{
+    ErrorCode, Presence, PresenceCount, PresenceDiff, PresenceMeta, PresencePage, StreamPosition,
+};
 pub use room::{
     AsyncPublishContext, Delivery, Namespace, NamespaceOptions, PublishContext, RecvError, Refusal,
     RoomMessage, RoomSubscription,

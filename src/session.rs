@@ -13,10 +13,11 @@ use tracing::Instrument;
 use crate::BoxFuture;
 use crate::auth::{Action, Identity};
 use crate::history::HistoryError;
-use crate::hub::rooms::{JoinAck, MembershipError, Published, Replay};
+use crate::hub::rooms::{JoinAck, MembershipError, Published, Replay, Shown};
 use crate::hub::rpc::{self, RpcContext};
 use crate::hub::{CloseInfo, ConnEntry, Connection, Hub};
 use crate::metrics::RateLimit;
+use crate::presence::PresenceSource;
 use crate::protocol::{self, ClientOp, ErrorCode, quote};
 use crate::rate::{SharedBucket, TokenBucket};
 use crate::room::{AsyncPublishContext, PublishContext};
@@ -444,7 +445,19 @@ impl Session {
                 return None;
             }
             ClientOp::Presence { room, id } => {
-                if let Err(e) = self.presence(&room, id) {
+                if let Err(e) = self.presence(&room, id, None) {
+                    self.reply(Some(id), Err(e));
+                }
+                return None;
+            }
+            ClientOp::PresencePage {
+                room,
+                id,
+                after,
+                limit,
+            } => {
+                let page = (after, limit);
+                if let Err(e) = self.presence(&room, id, Some(page)) {
                     self.reply(Some(id), Err(e));
                 }
                 return None;
@@ -709,8 +722,15 @@ impl Session {
         Ok(())
     }
 
-    /// Answers a `presence` request, under the room's presence lock (as `join`).
-    fn presence(&mut self, room: &str, id: u64) -> Result<(), OpError> {
+    /// Answers a `presence` request (`page`: `None`), or a `presence_page` with its
+    /// cursor and limit, under the room's presence lock (as `join`). A `presence`
+    /// request of a big room is answered like its join: the count and the first page.
+    fn presence(
+        &mut self,
+        room: &str,
+        id: u64,
+        page: Option<(Option<String>, Option<usize>)>,
+    ) -> Result<(), OpError> {
         let state = self.entry.rooms().get(room).cloned();
         let Some(state) = state else {
             return Err(match self.hub.namespace_of(room) {
@@ -724,9 +744,27 @@ impl Session {
                 ),
             });
         };
+        if !state.ns.options().presence {
+            // A namespace without presence has an empty one.
+            self.reply(Some(id), Ok(json!({ "presence": {} })));
+            return Ok(());
+        }
+        let member = &self.entry.identity.user_id;
         let mut presence = state.presence_lock();
-        let snapshot = presence.snapshot_for_member(&self.entry.identity.user_id);
-        self.reply(Some(id), Ok(json!({ "presence": snapshot })));
+        let shown = match page {
+            None => self.hub.presence_for(&mut presence, member),
+            Some((after, limit)) => {
+                // At least one user a page, whatever the configuration says.
+                let max = self.hub.config().presence_page_size.max(1);
+                let limit = limit.unwrap_or(max).clamp(1, max);
+                Shown::Page(presence.page(member, after.as_deref(), limit))
+            }
+        };
+        let data = match &shown {
+            Shown::All(all) => json!({ "presence": all }),
+            Shown::Page(page) => serde_json::to_value(page).expect("a page always encodes"),
+        };
+        self.reply(Some(id), Ok(data));
         Ok(())
     }
 }

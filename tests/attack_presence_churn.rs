@@ -69,7 +69,13 @@ fn spawn_reader(mut c: MemClient, seen: Arc<Seen>, rate: Option<f64>) {
 
 #[tokio::test(start_paused = true)]
 async fn presence_churn_is_coalesced_and_bounded_per_member() {
-    let hub = test_hub_builder().build();
+    // Exact presence at this size (200 members is the default big-room threshold, over
+    // which members get counts instead of diffs: `presence_big_bound.rs`): this test is
+    // about the byte budget of exact diffs, which an application may keep for rooms
+    // this big.
+    let hub = test_hub_builder()
+        .configure(|c| c.presence_big_room = 1_000)
+        .build();
     let config = hub.config().clone();
     let max_meta = config.max_presence_meta;
 

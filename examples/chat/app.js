@@ -51,6 +51,8 @@
     composer: $("#composer"),
     messageInput: $("#message-input"),
     online: $("#online"),
+    onlineCount: $("#online-count"),
+    onlineMore: $("#online-more"),
     busyRooms: $("#busy-rooms"),
   };
 
@@ -62,8 +64,10 @@
   let busyRoomsTimer = null;
   let busyRoomsSoon = null;
   /** room -> {items: [{kind: "message"|"notice", ...}], unread, online: Map|null, typing: Map,
-   * countReplay}; `countReplay`: whether replayed messages are unread (missed while
-   * away) rather than history the reader is shown on opening the room. */
+   * countReplay, count, next}; `countReplay`: whether replayed messages are unread
+   * (missed while away) rather than history the reader is shown on opening the room;
+   * `count`: {users, conns, big} (a big room's exact count); `next`: in a big room,
+   * the cursor of the member list's next page (null: none, or not big). */
   const rooms = new Map();
   let active = DEFAULT_ROOM;
   let lastTypingSent = 0;
@@ -266,6 +270,14 @@
     hub.on("message", onMessage);
     hub.on("recovery", onRecovery);
     hub.on("presence", onPresence);
+    hub.on("count", onCount);
+    // A big room's join reply carries the first page of members and the next cursor.
+    hub.on("joined", ({ room, data }) => {
+      const r = rooms.get(room);
+      if (!r) return;
+      r.next = data && data.count && typeof data.next === "string" ? data.next : null;
+      if (room === active) renderOnline();
+    });
     hub.on("close", ({ code, opened }) => {
       if (opened && code === 1000) showError("The server closed the connection; reload to come back.");
     });
@@ -351,7 +363,7 @@
   function ensureRoom(room) {
     let r = rooms.get(room);
     if (!r) {
-      r = { items: [], unread: 0, online: null, typing: new Map(), countReplay: false };
+      r = { items: [], unread: 0, online: null, typing: new Map(), countReplay: false, count: null, next: null };
       rooms.set(room, r);
     }
     return r;
@@ -472,10 +484,12 @@
     }
   }
 
-  function onPresence({ room, presence, joined, left, snapshot }) {
+  function onPresence({ room, presence, joined, left, snapshot, big, count }) {
     const r = rooms.get(room);
     if (!r) return;
     r.online = presence;
+    r.count = count || null;
+    if (!big) r.next = null;
     if (snapshot || joined.length || left.length) refreshBusyRoomsSoon();
     // A snapshot (a join, or a re-join after a reconnect) announces nobody; diffs
     // announce users (not tabs): a second tab or one of two closing says nothing.
@@ -492,6 +506,35 @@
       renderOnline();
       renderTyping();
     }
+  }
+
+  /** A big room's count changed, or a room turned big or small again. */
+  function onCount({ room, users, conns, big }) {
+    const r = rooms.get(room);
+    if (!r) return;
+    r.count = { users, conns, big };
+    if (!big) r.next = null;
+    if (room === active) renderOnline();
+  }
+
+  /** Loads the next page of the active big room's member list (the "Show more" button). */
+  function loadMoreOnline() {
+    const room = active;
+    const r = rooms.get(room);
+    if (!hub || !r || r.next === null) return;
+    ui.onlineMore.disabled = true;
+    hub
+      .page(room, { after: r.next })
+      .then(
+        (page) => {
+          r.next = page.next;
+        },
+        (e) => console.warn("presence_page:", e.code, e.message),
+      )
+      .finally(() => {
+        ui.onlineMore.disabled = false;
+        if (room === active) renderOnline();
+      });
   }
 
   // ---- rendering -----------------------------------------------------------------
@@ -553,6 +596,11 @@
 
   function renderOnline() {
     const r = rooms.get(active);
+    // "1,234 online": a big room's exact count, or the size of a small room's list.
+    const users_ = r && r.count ? r.count.users : r && r.online ? r.online.size : null;
+    ui.onlineCount.textContent = users_ === null ? "Online" : `${users_.toLocaleString("en-US")} online`;
+    ui.onlineCount.dataset.big = r && r.count && r.count.big ? "true" : "false";
+    ui.onlineMore.hidden = !(r && r.count && r.count.big && r.next !== null);
     const users = [];
     for (const [user, entry] of (r && r.online) || new Map()) {
       users.push({ user, name: displayName(user, entry.metas) });
@@ -596,6 +644,7 @@
 
   // ---- start ---------------------------------------------------------------------
 
+  ui.onlineMore.addEventListener("click", loadMoreOnline);
   setStatus("offline");
   if (session) startChat();
   else showLogin("");

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::error::{Disconnect, ServerError};
-use crate::protocol::{Presence, PresenceDiff, StreamPosition};
+use crate::protocol::{Presence, PresenceCount, PresenceDiff, StreamPosition};
 
 /// A message published to a room, its data decoded into the room's type `M`.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,9 +51,16 @@ pub enum RoomEvent<M> {
     /// Users came into or left the room's presence. It is applied to
     /// [`Subscription::presence`](super::Subscription::presence) already.
     PresenceDiff(PresenceDiff),
-    /// The room was joined again (after a reconnect) and its presence view replaced by
-    /// the server's snapshot: anyone may have come or gone meanwhile.
+    /// The room was joined again (after a reconnect), or a big room became small again
+    /// (`presence_state`), and its presence view was replaced by the server's
+    /// snapshot: anyone may have come or gone meanwhile.
     PresenceReset(Presence),
+    /// A big room's exact count (`PROTOCOL.md` section 6), at most once per count
+    /// interval while it changes; the first after a small room grew big says it is big
+    /// now ([`Subscription::is_big`](super::Subscription::is_big)). In a big room
+    /// [`Subscription::presence`](super::Subscription::presence) holds the users shown
+    /// (the join's first page, and the users of interest), not everyone.
+    PresenceCount(PresenceCount),
     /// After a re-join: nothing was missed. `replayed` stored messages that arrived
     /// while the client was away follow (then live ones).
     Recovered {

@@ -96,7 +96,7 @@ mod subscription;
 mod task;
 mod wire;
 
-pub use crate::protocol::StreamPosition;
+pub use crate::protocol::{PresenceCount, PresencePage, StreamPosition};
 pub use builder::ClientBuilder;
 pub use error::{BoxError, ClientError, Disconnect, ServerError, TokenReason};
 pub use event::{ClientEvent, ConnectionState, Message, Published, RoomEvent};
@@ -352,6 +352,27 @@ impl Client {
             })
             .await?;
         serde_json::from_value(reply).map_err(ClientError::Decode)
+    }
+
+    /// One page of `room`'s member list (`presence_page`, `PROTOCOL.md` section 4), in
+    /// user id order: up to `limit` users (capped by the server, 100 by default) after
+    /// cursor `after` (the `next` of the previous page; `None`: the first page), with
+    /// the room's count. Every user present throughout the paging is on exactly one
+    /// page. Errors: `not_joined` and the like, a timeout.
+    pub async fn presence_page(
+        &self,
+        room: &str,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<PresencePage, ClientError> {
+        let reply = self
+            .request(Request::PresencePage {
+                room: room.to_owned(),
+                after: after.map(str::to_owned),
+                limit,
+            })
+            .await?;
+        Ok(wire::presence_page(reply))
     }
 
     /// Closes the client: the connection is closed with 1000 (after what was queued),

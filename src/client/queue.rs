@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::error::ServerError;
 use crate::protocol::StreamPosition;
-use crate::protocol::{Presence, PresenceDiff};
+use crate::protocol::{Presence, PresenceCount, PresenceDiff};
 
 /// An event on its way to a subscription, data not yet decoded (the application's
 /// task decodes it into its type, so the client task never does that work).
@@ -25,6 +25,7 @@ pub(crate) enum RawEvent {
     },
     PresenceDiff(PresenceDiff),
     PresenceReset(Presence),
+    PresenceCount(PresenceCount),
     Recovered {
         position: Option<StreamPosition>,
         replayed: u64,
@@ -58,6 +59,9 @@ pub(crate) struct RoomShared {
     waker: AtomicWaker,
     capacity: usize,
     presence: Mutex<Presence>,
+    /// A big room's count, from its join reply and `presence_count`s; `None` while
+    /// the room is small.
+    count: Mutex<Option<PresenceCount>>,
     position: Mutex<Option<StreamPosition>>,
 }
 
@@ -85,6 +89,7 @@ impl RoomShared {
             waker: AtomicWaker::new(),
             capacity: capacity.max(1),
             presence: Mutex::new(Presence::new()),
+            count: Mutex::new(None),
             position: Mutex::new(None),
         })
     }
@@ -162,6 +167,14 @@ impl RoomShared {
 
     pub(crate) fn apply_diff(&self, diff: &PresenceDiff) {
         lock(&self.presence).apply(diff);
+    }
+
+    pub(crate) fn count(&self) -> Option<PresenceCount> {
+        *lock(&self.count)
+    }
+
+    pub(crate) fn set_count(&self, count: Option<PresenceCount>) {
+        *lock(&self.count) = count;
     }
 
     pub(crate) fn position(&self) -> Option<StreamPosition> {

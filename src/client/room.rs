@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::queue::{RawEvent, RoomShared};
 use crate::protocol::StreamPosition;
-use crate::protocol::{Presence, PresenceDiff};
+use crate::protocol::{Presence, PresenceCount, PresenceDiff};
 
 /// The fields of a successful join reply's `data` that matter here.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -16,6 +16,8 @@ pub(crate) struct JoinReply {
     pub(crate) position: Option<StreamPosition>,
     pub(crate) recovered: Option<bool>,
     pub(crate) replayed: u64,
+    /// A big room's count (`None`: the room is small).
+    pub(crate) count: Option<PresenceCount>,
 }
 
 /// The replayed messages still expected after a join reply, and the position the
@@ -128,6 +130,7 @@ impl RoomState {
         if let Some(presence) = reply.presence.clone() {
             self.shared.set_presence(presence);
         }
+        self.shared.set_count(reply.count);
         if rejoin {
             let event = match reply.recovered {
                 Some(true) => RawEvent::Recovered {
@@ -184,6 +187,20 @@ impl RoomState {
         self.shared.apply_diff(&diff);
         self.shared.push(RawEvent::PresenceDiff(diff))
     }
+
+    /// A big room's `presence_count` (the first after a small room grew big says it
+    /// is big now).
+    pub(crate) fn on_presence_count(&mut self, count: PresenceCount) -> bool {
+        self.shared.set_count(Some(count));
+        self.shared.push(RawEvent::PresenceCount(count))
+    }
+
+    /// A big room is small again: its whole presence replaces the view.
+    pub(crate) fn on_presence_state(&mut self, presence: Presence) -> bool {
+        self.shared.set_count(None);
+        self.shared.set_presence(presence.clone());
+        self.shared.push(RawEvent::PresenceReset(presence))
+    }
 }
 
 #[cfg(test)]
@@ -235,6 +252,7 @@ mod tests {
             position: Some(StreamPosition::new(seq, epoch)),
             recovered,
             replayed,
+            count: None,
         }
     }
 

@@ -202,6 +202,12 @@ impl Task {
                 ephemeral: false,
             },
             Request::Call { method, data } => Op::Call { method, data, id },
+            Request::PresencePage { room, after, limit } => Op::PresencePage {
+                room,
+                id,
+                after: after.as_deref(),
+                limit: *limit,
+            },
         }
         .encode();
         match self.send_text(out, text) {
@@ -312,6 +318,22 @@ impl Task {
                     return;
                 };
                 if !f.state.on_presence_diff(frame.into_diff()) {
+                    self.forget(&room, out);
+                }
+            }
+            "presence_count" | "presence_state" => {
+                let Some(room) = frame.room.clone() else {
+                    return;
+                };
+                let Some(f) = self.rooms.get_mut(&room) else {
+                    return;
+                };
+                let live = match (frame.count(), frame.presence) {
+                    (Some(count), _) => f.state.on_presence_count(count),
+                    (None, Some(presence)) => f.state.on_presence_state(presence),
+                    (None, None) => true,
+                };
+                if !live {
                     self.forget(&room, out);
                 }
             }

@@ -14,8 +14,8 @@ use super::error::ClientError;
 use super::event::{Message, Published, RoomEvent};
 use super::queue::{Popped, RawEvent, RoomShared};
 use super::task::Command;
-use crate::protocol::Presence;
 use crate::protocol::StreamPosition;
+use crate::protocol::{Presence, PresenceCount, PresencePage};
 
 /// A room this client follows, from [`Client::join`]: its events as a stream of the
 /// room's message type `M`, its presence, its position.
@@ -59,6 +59,32 @@ impl<M> Subscription<M> {
     /// ([`Presence::apply`]). Empty in a namespace without presence.
     pub fn presence(&self) -> Presence {
         self.shared.presence()
+    }
+
+    /// How many users and connections are in the room: exact in a big room (its last
+    /// count from the server), counted from [`presence`](Self::presence) in a small
+    /// one, which holds everyone.
+    pub fn count(&self) -> PresenceCount {
+        self.shared.count().unwrap_or_else(|| {
+            let presence = self.shared.presence();
+            let conns = presence.iter().map(|(_, metas)| metas.len()).sum();
+            PresenceCount::new(presence.len(), conns)
+        })
+    }
+
+    /// Whether the room is big (`PROTOCOL.md` section 6): counts and pages instead of
+    /// every join and leave.
+    pub fn is_big(&self) -> bool {
+        self.shared.count().is_some()
+    }
+
+    /// One page of the room's member list: [`Client::presence_page`].
+    pub async fn page(
+        &self,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<PresencePage, ClientError> {
+        self.client.presence_page(&self.room, after, limit).await
     }
 
     /// The position of the last stored message the client received from the room (or
@@ -170,6 +196,7 @@ fn decode<M: DeserializeOwned>(popped: Popped) -> RoomEvent<M> {
         },
         RawEvent::PresenceDiff(diff) => RoomEvent::PresenceDiff(diff),
         RawEvent::PresenceReset(presence) => RoomEvent::PresenceReset(presence),
+        RawEvent::PresenceCount(count) => RoomEvent::PresenceCount(count),
         RawEvent::Recovered { position, replayed } => RoomEvent::Recovered { position, replayed },
         RawEvent::NotRecovered { position, replayed } => {
             RoomEvent::NotRecovered { position, replayed }

@@ -67,8 +67,19 @@ pub(crate) enum Command {
 
 /// An op that gets a reply.
 pub(crate) enum Request {
-    Publish { room: String, data: Value },
-    Call { method: String, data: Value },
+    Publish {
+        room: String,
+        data: Value,
+    },
+    Call {
+        method: String,
+        data: Value,
+    },
+    PresencePage {
+        room: String,
+        after: Option<String>,
+        limit: Option<usize>,
+    },
 }
 
 /// A room the client follows: its state and what the task alone needs of it.

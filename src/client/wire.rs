@@ -9,7 +9,7 @@ use super::error::ServerError;
 use super::event::Published;
 use super::room::JoinReply;
 use crate::protocol::StreamPosition;
-use crate::protocol::{Presence, PresenceDiff};
+use crate::protocol::{Presence, PresenceCount, PresenceDiff, PresencePage};
 
 /// Any server frame: one flat struct with every field optional, so a frame with an
 /// `op` or a field this client does not know still parses.
@@ -38,6 +38,15 @@ pub(crate) struct Frame {
     pub(crate) leaves: Option<Presence>,
     #[serde(default)]
     pub(crate) reason: Option<String>,
+    /// `presence_count`'s users.
+    #[serde(default)]
+    pub(crate) users: Option<usize>,
+    /// `presence_count`'s connections.
+    #[serde(default)]
+    pub(crate) conns: Option<usize>,
+    /// `presence_state`'s presence.
+    #[serde(default)]
+    pub(crate) presence: Option<Presence>,
     #[serde(default)]
     pub(crate) user: Option<String>,
     #[serde(default)]
@@ -77,6 +86,11 @@ impl Frame {
         }
     }
 
+    /// A `presence_count`'s count, when it has one.
+    pub(crate) fn count(&self) -> Option<PresenceCount> {
+        Some(PresenceCount::new(self.users?, self.conns?))
+    }
+
     pub(crate) fn into_diff(self) -> PresenceDiff {
         PresenceDiff::new(
             self.joins.unwrap_or_default(),
@@ -101,8 +115,17 @@ pub(crate) fn join_reply(data: &Value) -> JoinReply {
             data.get("epoch").and_then(Value::as_str),
         ),
         recovered: data.get("recovered").and_then(Value::as_bool),
+        count: data
+            .get("count")
+            .and_then(|c| PresenceCount::deserialize(c).ok()),
         replayed: data.get("replayed").and_then(Value::as_u64).unwrap_or(0),
     }
+}
+
+/// A `presence_page` reply's data (a server that sends something else gives an empty
+/// page).
+pub(crate) fn presence_page(data: Value) -> PresencePage {
+    PresencePage::deserialize(data).unwrap_or_default()
 }
 
 /// A publish reply's data.
@@ -146,6 +169,14 @@ pub(crate) enum Op<'a> {
         method: &'a str,
         data: &'a Value,
         id: u64,
+    },
+    PresencePage {
+        room: &'a str,
+        id: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        after: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
     },
 }
 
@@ -242,7 +273,10 @@ mod tests {
         );
         assert_eq!(reply.position, Some(StreamPosition::new(45, "e")));
         assert_eq!((reply.recovered, reply.replayed), (Some(true), 3));
+        let big = join_reply(&json!({"presence": {}, "count": {"users": 250, "conns": 260}}));
+        assert_eq!(big.count, Some(PresenceCount::new(250, 260)));
         let old = join_reply(&json!({"presence": {}}));
+        assert_eq!(old.count, None);
         assert_eq!((old.position, old.recovered, old.replayed), (None, None, 0));
         assert_eq!(
             published(&json!({"delivered": 12, "seq": 43, "epoch": "e"})),

@@ -21,6 +21,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 
 use super::{ConnEntry, Hub, HubInner};
+use crate::presence::JoinInterest;
 use crate::protocol::PresenceMeta;
 use crate::redis::{PresenceEvent, RedisBackplane};
 use crate::room::RoomState;
@@ -168,7 +169,7 @@ impl Hub {
                 let announced = {
                     let mut presence = state.presence_lock();
                     state.inbox.presence_events.fetch_add(1, Ordering::AcqRel);
-                    presence.join_entry(&user, meta)
+                    presence.join_entry(&user, meta, JoinInterest::default())
                 };
                 if announced {
                     self.presence_changed(&state);
@@ -322,7 +323,7 @@ impl Hub {
                     .get(&user)
                     .is_none_or(|ms| ms.iter().all(|m| m.conn_id != id))
                 {
-                    changed |= presence.join_entry(&user, meta);
+                    changed |= presence.join_entry(&user, meta, JoinInterest::default());
                 }
             }
             changed

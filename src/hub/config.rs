@@ -131,6 +131,33 @@ pub struct HubConfig {
     /// 45 KB/s per room per member, with the default tick and meta limit, however fast
     /// the room churns).
     pub presence_diff_budget: usize,
+    /// Rooms with more users than this are *big* (`PROTOCOL.md`, section 6): members
+    /// get an exact count every [`presence_count_interval`](Self::presence_count_interval)
+    /// and the joins and leaves of the users the application marks as interesting to
+    /// them ([`HubBuilder::presence_interest`](crate::HubBuilder::presence_interest)),
+    /// not every change; a join reply carries the count and the first page of members,
+    /// not the whole room; clients page through the rest (`presence_page`). A big room
+    /// turns small again at three quarters of this, once it has been big for
+    /// [`presence_min_big`](Self::presence_min_big). A namespace may set its own
+    /// ([`NamespaceOptions::big_room`](crate::NamespaceOptions::big_room)).
+    /// Default: 200 users: a list a person still reads whole, and a join reply of at
+    /// most about 20 KB (with short metas), while a storm of joins into a room of that
+    /// size costs at most 200 entries a join; past it the cost of exact presence grows
+    /// with the square of the room.
+    pub presence_big_room: usize,
+    /// How often a big room's members are sent its count (`presence_count`), when it
+    /// changed. Default: 1 s (a count people watch, and one small message a second per
+    /// member however fast the room churns).
+    pub presence_count_interval: Duration,
+    /// How long a room stays big before it may turn small again. Turning small sends
+    /// every member the room's whole presence, so this bounds how often that can
+    /// happen to a room hovering at the threshold. Default: 10 s.
+    pub presence_min_big: Duration,
+    /// Most users in one page of a member list: a big room's join reply and
+    /// `presence` reply carry the first page, and `presence_page` gives at most this
+    /// many (a larger `limit` is capped). Default: 100 (a screenful, about 10 KB with
+    /// short metas).
+    pub presence_page_size: usize,
     /// Longest room name a client may use, in bytes; longer names get `bad_request`.
     /// Default: 128.
     pub max_room_name_len: usize,
@@ -283,6 +310,10 @@ impl Default for HubConfig {
             max_join_history: 100,
             presence_tick: Duration::from_millis(100),
             presence_diff_budget: 4096,
+            presence_big_room: 200,
+            presence_count_interval: Duration::from_secs(1),
+            presence_min_big: Duration::from_secs(10),
+            presence_page_size: 100,
             max_room_name_len: 128,
             room_name_chars: default_room_name_char,
             ping_interval: Duration::from_secs(25),

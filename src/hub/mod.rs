@@ -191,6 +191,8 @@ pub(crate) struct HubInner {
     pub(crate) on_disconnect: Option<DisconnectHook>,
     /// What the application stamps into every presence entry of a connection.
     pub(crate) presence_info: Option<PresenceInfoFn>,
+    /// Who is interesting to whom in big rooms ([`HubBuilder::presence_interest`]).
+    pub(crate) presence_interest: Option<Arc<dyn crate::PresenceInterest>>,
     /// What this hub records for Prometheus (feature `metrics`, unless
     /// [`HubConfig::metrics`] is off). `None` costs one branch where something would
     /// be recorded; without the feature it is always `None`.
@@ -251,6 +253,7 @@ pub struct HubBuilder {
     on_connect: Option<ConnectHook>,
     on_disconnect: Option<DisconnectHook>,
     presence_info: Option<PresenceInfoFn>,
+    presence_interest: Option<Arc<dyn crate::PresenceInterest>>,
     history: Option<Arc<dyn HistoryStore>>,
     #[cfg(feature = "redis")]
     backplane: Option<crate::redis::RedisBackplane>,
@@ -356,6 +359,14 @@ impl HubBuilder {
         self
     }
 
+    /// Which joins and leaves each member of a big room is told of
+    /// ([`PresenceInterest`](crate::PresenceInterest)): the people it follows, a room's
+    /// hosts. Default: none; members of big rooms then see the count and pages only.
+    pub fn presence_interest(mut self, interest: impl crate::PresenceInterest) -> Self {
+        self.presence_interest = Some(Arc::new(interest));
+        self
+    }
+
     /// Where room history lives. Default: a [`MemoryHistory`] of
     /// [`HubConfig::history_budget`] bytes, which a restart empties (clients then get
     /// `recovered: false` with a new epoch). A store shared by several nodes (Redis)
@@ -431,6 +442,7 @@ impl HubBuilder {
             presence_info: self.presence_info,
             #[cfg(feature = "redis")]
             cluster: self.backplane.map(cluster::Cluster::new),
+            presence_interest: self.presence_interest,
         }));
         #[cfg(feature = "redis")]
         cluster::start(&hub);
@@ -515,6 +527,7 @@ impl Hub {
             on_connect: None,
             on_disconnect: None,
             presence_info: None,
+            presence_interest: None,
             history: None,
             #[cfg(feature = "redis")]
             backplane: None,
@@ -661,7 +674,11 @@ impl Hub {
             .entry(Arc::from(name))
             .or_insert_with(|| {
                 let metrics_ns = self.metrics().and_then(|m| m.ns_index(name));
-                Arc::new(RoomState::new(name, ns, metrics_ns))
+                let big_room = ns
+                    .options()
+                    .big_room
+                    .unwrap_or(self.0.config.presence_big_room);
+                Arc::new(RoomState::new(name, ns, metrics_ns, big_room))
             })
             .clone()
     }

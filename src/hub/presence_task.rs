@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::Hub;
+use crate::presence::{PresenceSource, Tick, TickLimits};
 use crate::protocol;
+use crate::room::RoomState;
+use crate::ws::{Outbound, SendError};
 
 /// Starts the task. It holds only a weak reference: dropping every `Hub` handle ends it.
 pub(super) fn spawn(hub: &Hub) {
@@ -44,8 +47,10 @@ pub(super) fn spawn(hub: &Hub) {
     });
 }
 
-/// Sends every queued room its diff; rooms with changes left over (a diff's byte
-/// budget) go back in the queue for the next tick.
+/// Sends every queued room what its tick holds (`presence::Tick`: a diff, a big
+/// room's count and the diffs of its watchers, the state of a room turned small);
+/// rooms that need another tick (a diff's byte budget, a count held back by its
+/// interval) go back in the queue.
 pub(crate) fn flush(hub: &Hub) {
     let rooms = std::mem::take(
         &mut *hub
@@ -54,21 +59,24 @@ pub(crate) fn flush(hub: &Hub) {
             .lock()
             .unwrap_or_else(|p| p.into_inner()),
     );
-    let budget = hub.config().presence_diff_budget;
+    let config = hub.config();
+    let limits = TickLimits {
+        budget: config.presence_diff_budget,
+        count_interval: config.presence_count_interval,
+        min_big: config.presence_min_big,
+    };
+    let now = tokio::time::Instant::now();
     for room in rooms {
-        // Cleared before taking the diff: a change made meanwhile queues the room
+        // Cleared before taking the tick: a change made meanwhile queues the room
         // again rather than being missed.
         room.presence_dirty.store(false, Ordering::Release);
         let (more, slow) = {
             let mut presence = room.presence_lock();
-            let mut slow = Vec::new();
-            if let Some(diff) = presence.take_diff(budget) {
-                // Sent with the lock held, so join replies (queued under the same
-                // lock) and diffs reach each member in the order they were taken.
-                let text = protocol::encode_presence_diff(&room.name, &diff);
-                slow = room.broadcast(&hub.prepare(text)).slow;
-            }
-            (presence.has_pending(), slow)
+            let tick = presence.tick(now, limits);
+            // Sent with the lock held, so join replies (queued under the same lock)
+            // and what a tick sends reach each member in the order they were taken.
+            let slow = send_tick(hub, &room, &tick);
+            (tick.more, slow)
         };
         hub.drop_slow_consumers(slow);
         if more {
@@ -79,4 +87,44 @@ pub(crate) fn flush(hub: &Hub) {
             hub.prune_room(&name);
         }
     }
+}
+
+/// Queues what `tick` holds for `room`'s members; returns the slow consumers found.
+/// Every message for all members is encoded once; only a big room's watchers get
+/// messages of their own, each encoded once for its connection.
+fn send_tick(hub: &Hub, room: &RoomState, tick: &Tick) -> Vec<(u64, Outbound)> {
+    let mut slow = Vec::new();
+    let mut to_all = |text: String| {
+        slow.extend(room.broadcast(&hub.prepare(text)).slow);
+    };
+    if let Some(state) = &tick.state {
+        to_all(protocol::encode_presence_state(&room.name, state));
+    }
+    if let Some(count) = tick.count {
+        to_all(protocol::encode_presence_count(&room.name, count));
+    }
+    if tick.personal.is_empty() {
+        if let Some(diff) = &tick.diff {
+            to_all(protocol::encode_presence_diff(&room.name, diff));
+        }
+        return slow;
+    }
+    let shared = tick
+        .diff
+        .as_ref()
+        .map(|d| hub.prepare(protocol::encode_presence_diff(&room.name, d)));
+    let members = room.members();
+    for (&conn_id, out) in &members.conns {
+        let result = match (tick.personal.get(&conn_id), &shared) {
+            (Some(diff), _) => {
+                out.try_send(&hub.prepare(protocol::encode_presence_diff(&room.name, diff)))
+            }
+            (None, Some(shared)) => out.try_send(shared),
+            (None, None) => continue,
+        };
+        if let Err(SendError::Full) = result {
+            slow.push((conn_id, out.clone()));
+        }
+    }
+    slow
 }

@@ -19,8 +19,10 @@ use serde_json::Value;
 use super::{ConnEntry, Hub};
 use crate::history::{HistoryError, HistoryLimits, HistoryQuery, StoredMessage};
 use crate::metrics::ReplayOutcome;
+use crate::presence::{JoinInterest, PresenceSource, RoomPresence};
 use crate::protocol::StreamPosition;
 use crate::protocol::{self, ErrorCode, quote};
+use crate::protocol::{PresenceCount, PresencePage};
 use crate::room::{Publication, RoomState};
 use crate::ws::{CloseCode, Outbound, SendError};
 
@@ -112,6 +114,41 @@ struct HistoryAck {
     recovered: Option<bool>,
     /// The stored messages to send after the acknowledgement, in `seq` order.
     replay: Vec<StoredMessage>,
+}
+
+/// What a reply shows of a room's presence (see [`Hub::presence_for`]).
+#[derive(Debug)]
+pub(crate) enum Shown {
+    /// A small room: all of it.
+    All(crate::Presence),
+    /// A big room: the count and the first page.
+    Page(PresencePage),
+}
+
+impl Shown {
+    /// The users shown.
+    pub(crate) fn presence(&self) -> &crate::Presence {
+        match self {
+            Shown::All(p) => p,
+            Shown::Page(page) => &page.presence,
+        }
+    }
+
+    /// A big room's count.
+    pub(crate) fn count(&self) -> Option<PresenceCount> {
+        match self {
+            Shown::All(_) => None,
+            Shown::Page(page) => Some(page.count),
+        }
+    }
+
+    /// A big room's next cursor.
+    pub(crate) fn next(&self) -> Option<&str> {
+        match self {
+            Shown::All(_) => None,
+            Shown::Page(page) => page.next.as_deref(),
+        }
+    }
 }
 
 /// Whether a join added the connection to the room.
@@ -219,6 +256,14 @@ impl Hub {
         }
         #[cfg(feature = "redis")]
         let mut cluster_meta = None;
+        // Asked before the room's lock: the application's code never runs under it.
+        let interest = match (&self.0.presence_interest, options.presence) {
+            (Some(hook), true) => JoinInterest {
+                watches: hook.watches(room, &entry.identity),
+                featured: hook.featured(room, &entry.identity),
+            },
+            _ => JoinInterest::default(),
+        };
         let announced = {
             let mut presence = state.presence_lock();
             {
@@ -257,9 +302,9 @@ impl Hub {
                 if self.0.cluster.is_some() {
                     cluster_meta = Some(stamped.clone());
                 }
-                let announced = presence.join_entry(&entry.identity.user_id, stamped);
-                let snapshot = presence.snapshot_for_member(&entry.identity.user_id);
-                self.send_ack(entry, &state.name, Some(&snapshot), ack, &history);
+                let announced = presence.join_entry(&entry.identity.user_id, stamped, interest);
+                let shown = self.presence_for(&mut presence, &entry.identity.user_id);
+                self.send_ack(entry, &state.name, Some(&shown), ack, &history);
                 announced
             } else {
                 self.send_ack(entry, &state.name, None, ack, &history);
@@ -394,11 +439,22 @@ impl Hub {
                 replay: Vec::new(),
             };
             if state.ns.options().presence {
-                let snapshot = presence.snapshot_for_member(&entry.identity.user_id);
-                self.send_ack(entry, &state.name, Some(&snapshot), ack, &history);
+                let shown = self.presence_for(&mut presence, &entry.identity.user_id);
+                self.send_ack(entry, &state.name, Some(&shown), ack, &history);
             } else {
                 self.send_ack(entry, &state.name, None, ack, &history);
             }
+        }
+    }
+
+    /// What a join or `presence` reply shows a connection of `member`: the whole room
+    /// when it is small, the count and the first page when it is big. Call with the
+    /// room's presence lock held (the reply is queued under it).
+    pub(crate) fn presence_for(&self, presence: &mut RoomPresence, member: &str) -> Shown {
+        if presence.is_big() {
+            Shown::Page(presence.page(member, None, self.config().presence_page_size))
+        } else {
+            Shown::All(presence.snapshot_for_member(member))
         }
     }
 
@@ -407,7 +463,7 @@ impl Hub {
         &self,
         entry: &ConnEntry,
         room: &str,
-        presence: Option<&crate::Presence>,
+        shown: Option<&Shown>,
         ack: JoinAck,
         history: &HistoryAck,
     ) {
@@ -415,6 +471,10 @@ impl Hub {
         struct ReplyData<'a> {
             #[serde(skip_serializing_if = "Option::is_none")]
             presence: Option<&'a crate::Presence>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            count: Option<PresenceCount>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            next: Option<&'a str>,
             #[serde(skip_serializing_if = "Option::is_none")]
             seq: Option<u64>,
             #[serde(skip_serializing_if = "Option::is_none")]
@@ -431,7 +491,9 @@ impl Hub {
             JoinAck::Reply(id) => protocol::try_encode_reply_ok(
                 id,
                 &ReplyData {
-                    presence,
+                    presence: shown.map(Shown::presence),
+                    count: shown.and_then(Shown::count),
+                    next: shown.and_then(Shown::next),
                     seq: position.map(|p| p.seq),
                     epoch: position.map(|p| &*p.epoch),
                     recovered: history.recovered,
@@ -439,7 +501,12 @@ impl Hub {
                 },
             )
             .expect("a join reply always encodes"),
-            JoinAck::Joined => protocol::encode_joined(room, presence, position),
+            JoinAck::Joined => match shown {
+                Some(Shown::Page(page)) => {
+                    protocol::encode_joined_page(room, None, Some(page), position)
+                }
+                shown => protocol::encode_joined(room, shown.map(Shown::presence), position),
+            },
         };
         self.send_text_to(entry, text);
         for msg in &history.replay {

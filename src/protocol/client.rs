@@ -66,6 +66,23 @@ pub enum ClientOp {
         /// Request id; the reply carries the snapshot.
         id: u64,
     },
+    /// `{"op":"presence_page","room":R,"id":N,"after":C?,"limit":L?}`: one page of a
+    /// room's member list, in user id order, starting after cursor `after` (the `next`
+    /// of the previous page; absent: the first page). An addition to `wshub.v1` for
+    /// big rooms (`PROTOCOL.md`, section 6), answered in small rooms too.
+    PresencePage {
+        /// The room whose members are wanted.
+        room: String,
+        /// Request id; the reply carries the page, the room's count and the next cursor.
+        id: u64,
+        /// The cursor: the `next` of the previous page. Opaque to clients.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        /// Most users in the page; capped by the hub's `presence_page_size`, which is
+        /// also the default.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
     /// `{"op":"call","method":M,"data":..,"id":N}`: call a method the application
     /// registered (`HubBuilder::rpc`) and get exactly one `reply`, with the method's
     /// response or its error.
@@ -94,6 +111,7 @@ impl ClientOp {
             ClientOp::Leave { .. } => "leave",
             ClientOp::Publish { .. } => "publish",
             ClientOp::Presence { .. } => "presence",
+            ClientOp::PresencePage { .. } => "presence_page",
             ClientOp::Call { .. } => "call",
         }
     }
@@ -104,7 +122,8 @@ impl ClientOp {
             ClientOp::Join { room, .. }
             | ClientOp::Leave { room, .. }
             | ClientOp::Publish { room, .. }
-            | ClientOp::Presence { room, .. } => Some(room),
+            | ClientOp::Presence { room, .. }
+            | ClientOp::PresencePage { room, .. } => Some(room),
             ClientOp::Call { .. } => None,
         }
     }
@@ -115,6 +134,7 @@ impl ClientOp {
             ClientOp::Join { id, .. }
             | ClientOp::Leave { id, .. }
             | ClientOp::Presence { id, .. }
+            | ClientOp::PresencePage { id, .. }
             | ClientOp::Call { id, .. } => Some(*id),
             ClientOp::Publish { id, .. } => *id,
         }
@@ -227,6 +247,15 @@ mod tests {
             Ok(ClientOp::Presence {
                 room: "r".into(),
                 id: 5
+            })
+        );
+        assert_eq!(
+            parse_client_op(r#"{"op":"presence_page","room":"r","id":8,"after":"ann","limit":2}"#),
+            Ok(ClientOp::PresencePage {
+                room: "r".into(),
+                id: 8,
+                after: Some("ann".into()),
+                limit: Some(2),
             })
         );
         assert_eq!(

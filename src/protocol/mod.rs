@@ -22,13 +22,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use client::{ClientOp, parse_client_op};
-pub use presence::{Presence, PresenceDiff, PresenceMeta};
+pub use presence::{Presence, PresenceCount, PresenceDiff, PresenceMeta, PresencePage};
 pub use server::{
     EncodedMessage, ServerMsg, encode_error, encode_joined, encode_left, encode_message,
-    encode_presence_diff, encode_reply_err, encode_reply_ok, encode_welcome, try_encode_direct,
-    try_encode_message, try_encode_reply_ok,
+    encode_presence_count, encode_presence_diff, encode_presence_state, encode_reply_err,
+    encode_reply_ok, encode_welcome, try_encode_direct, try_encode_message, try_encode_reply_ok,
 };
-pub(crate) use server::{encode_reply_raw, encoded_len};
+pub(crate) use server::{encode_joined_page, encode_reply_raw, encoded_len};
 pub use violation::{ProtocolViolation, ViolationKind};
 
 /// A position in a room's stream of stored messages (`PROTOCOL.md`, section 9): the

@@ -169,6 +169,40 @@ impl Presence {
     }
 }
 
+/// How many users and connections are in a room's presence: what a member of a big room
+/// is sent (`presence_count`) instead of every join and leave, and what join replies
+/// and pages of a big room carry as `count`. On the wire `{"users": N, "conns": M}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PresenceCount {
+    /// Users present (a user with several connections counts once).
+    pub users: usize,
+    /// Connections present, across all users.
+    pub conns: usize,
+}
+
+impl PresenceCount {
+    /// `users` users with `conns` connections between them.
+    pub fn new(users: usize, conns: usize) -> Self {
+        PresenceCount { users, conns }
+    }
+}
+
+/// One page of a room's member list, in user id order: a big room's join reply and
+/// `presence` reply carry the first, `presence_page` answers any.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PresencePage {
+    /// The users of the page, with the metas of their connections.
+    pub presence: Presence,
+    /// The room's count when the page was taken.
+    pub count: PresenceCount,
+    /// The cursor of the next page (pass it as `after`); `None` after the last page.
+    /// Opaque: a client passes it back unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
 /// A change to a room's presence, sent to its members as a `presence_diff`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::StreamPosition;
-use super::presence::{Presence, PresenceDiff};
+use super::presence::{Presence, PresenceCount, PresenceDiff, PresencePage};
 use super::{ErrorBody, ErrorCode, conn_id_string};
 
 /// A server message, parsed: what a client (or a test) reads off the wire.
@@ -66,6 +66,24 @@ pub enum ServerMsg {
         /// Users whose last connection left, with that connection's meta.
         leaves: Presence,
     },
+    /// A big room's exact count (`PROTOCOL.md`, section 6), sent at a steady cadence
+    /// while it changes; the first one after a small room grows big says so.
+    PresenceCount {
+        /// The room.
+        room: String,
+        /// Users present.
+        users: usize,
+        /// Connections present.
+        conns: usize,
+    },
+    /// A big room is small again: its whole presence, which replaces the member's
+    /// view; `presence_diff`s follow as in any small room.
+    PresenceState {
+        /// The room.
+        room: String,
+        /// Who is in the room now.
+        presence: Presence,
+    },
     /// The application joined this connection to a room from the server (not an
     /// answer to a client `join`). From now on the room's messages and presence diffs
     /// arrive as after a client join.
@@ -76,6 +94,12 @@ pub enum ServerMsg {
         /// keeps no presence.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         presence: Option<Presence>,
+        /// In a big room: its count (then `presence` is the first page of members).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<PresenceCount>,
+        /// In a big room: the cursor of the second page of members, if there is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
         /// The room's stream position at the join, in a namespace with history.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         seq: Option<u64>,
@@ -324,12 +348,27 @@ pub fn encode_joined(
     presence: Option<&Presence>,
     position: Option<&StreamPosition>,
 ) -> String {
+    encode_joined_page(room, presence, None, position)
+}
+
+/// [`encode_joined`] for a big room too: with `page`, its `count` and `next` are
+/// added and `presence` is the page's.
+pub(crate) fn encode_joined_page(
+    room: &str,
+    presence: Option<&Presence>,
+    page: Option<&PresencePage>,
+    position: Option<&StreamPosition>,
+) -> String {
     #[derive(Serialize)]
     struct Out<'a> {
         op: &'static str,
         room: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         presence: Option<&'a Presence>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        count: Option<PresenceCount>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         seq: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -338,9 +377,43 @@ pub fn encode_joined(
     infallible(serde_json::to_string(&Out {
         op: "joined",
         room,
-        presence,
+        presence: page.map(|p| &p.presence).or(presence),
+        count: page.map(|p| p.count),
+        next: page.and_then(|p| p.next.as_deref()),
         seq: position.map(|p| p.seq),
         epoch: position.map(|p| &*p.epoch),
+    }))
+}
+
+/// Encodes a big room's `presence_count`, once per room, shared by every member.
+pub fn encode_presence_count(room: &str, count: PresenceCount) -> String {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        op: &'static str,
+        room: &'a str,
+        users: usize,
+        conns: usize,
+    }
+    infallible(serde_json::to_string(&Out {
+        op: "presence_count",
+        room,
+        users: count.users,
+        conns: count.conns,
+    }))
+}
+
+/// Encodes the `presence_state` a big room's members get when it becomes small again.
+pub fn encode_presence_state(room: &str, presence: &Presence) -> String {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        op: &'static str,
+        room: &'a str,
+        presence: &'a Presence,
+    }
+    infallible(serde_json::to_string(&Out {
+        op: "presence_state",
+        room,
+        presence,
     }))
 }
 
@@ -581,9 +654,33 @@ mod tests {
             ServerMsg::parse(&joined).unwrap(),
             ServerMsg::Joined {
                 room: "chat:a".into(),
-                presence: Some(presence),
+                presence: Some(presence.clone()),
+                count: None,
+                next: None,
                 seq: None,
                 epoch: None,
+            }
+        );
+        // A big room's: the first page, the count and the next cursor.
+        let page = PresencePage {
+            presence,
+            count: PresenceCount::new(250, 260),
+            next: Some("ann".into()),
+        };
+        let joined = encode_joined_page("chat:big", None, Some(&page), None);
+        assert_eq!(
+            joined,
+            r#"{"op":"joined","room":"chat:big","presence":{"ann":{"metas":[{"conn_id":"7","meta":{}}]}},"count":{"users":250,"conns":260},"next":"ann"}"#
+        );
+        assert_eq!(
+            encode_presence_count("chat:big", PresenceCount::new(250, 260)),
+            r#"{"op":"presence_count","room":"chat:big","users":250,"conns":260}"#
+        );
+        assert_eq!(
+            ServerMsg::parse(&encode_presence_state("chat:big", &Presence::new())).unwrap(),
+            ServerMsg::PresenceState {
+                room: "chat:big".into(),
+                presence: Presence::new()
             }
         );
         assert_eq!(

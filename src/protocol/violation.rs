@@ -70,6 +70,7 @@ impl ProtocolViolation {
 #[derive(Clone, Copy)]
 enum Field {
     Str,
+    OptStr,
     U64,
     OptU64,
     OptBool,
@@ -87,6 +88,7 @@ impl Field {
     fn accepts(self, v: &Value) -> bool {
         match self {
             Field::Str => v.is_string(),
+            Field::OptStr => v.is_string() || v.is_null(),
             Field::U64 => v.is_u64(),
             Field::OptU64 => v.is_u64() || v.is_null(),
             Field::OptBool => v.is_boolean(),
@@ -102,7 +104,7 @@ impl Field {
 
     fn expected(self) -> &'static str {
         match self {
-            Field::Str => "a string",
+            Field::Str | Field::OptStr => "a string",
             Field::U64 | Field::OptU64 => "a non-negative integer",
             Field::OptBool => "a boolean",
             Field::OptObject => "an object",
@@ -144,6 +146,12 @@ pub(super) fn diagnose(text: &str, err: &serde_json::Error) -> ProtocolViolation
             ("history", Field::OptU64),
         ],
         "leave" | "presence" => &[("room", Field::Str), ("id", Field::U64)],
+        "presence_page" => &[
+            ("room", Field::Str),
+            ("id", Field::U64),
+            ("after", Field::OptStr),
+            ("limit", Field::OptU64),
+        ],
         "publish" => &[
             ("room", Field::Str),
             ("data", Field::Any),

@@ -139,13 +139,19 @@ impl fmt::Debug for RoomState {
 const TYPED_CHANNEL_CAPACITY: usize = 1024;
 
 impl RoomState {
-    pub(crate) fn new(name: &str, ns: Arc<dyn ErasedNamespace>, metrics_ns: Option<usize>) -> Self {
+    /// Room `name` of namespace `ns`, big above `big_room` users.
+    pub(crate) fn new(
+        name: &str,
+        ns: Arc<dyn ErasedNamespace>,
+        metrics_ns: Option<usize>,
+        big_room: usize,
+    ) -> Self {
         RoomState {
             metrics_ns,
             name: Arc::from(name),
             ns,
             members: RwLock::new(Members::default()),
-            presence: Mutex::new(RoomPresence::default()),
+            presence: Mutex::new(RoomPresence::new(big_room)),
             presence_dirty: AtomicBool::new(false),
             turn: tokio::sync::Mutex::new(()),
             typed_tx: OnceLock::new(),

@@ -46,6 +46,12 @@ pub struct NamespaceOptions {
     /// no `seq` and a recovering join gets `recovered: false`.
     /// Default: `Some(HistoryLimits::default())`, 100 messages and 10 minutes per room.
     pub history: Option<HistoryLimits>,
+    /// Rooms of this namespace with more users than this are big (`PROTOCOL.md`,
+    /// section 6); `None`: the hub's
+    /// [`HubConfig::presence_big_room`](crate::HubConfig::presence_big_room). Set it
+    /// for rooms that should always be big (`Some(0)`: a live event's audience) or
+    /// never (`Some(usize::MAX)`). Default: `None`.
+    pub big_room: Option<usize>,
 }
 
 impl Default for NamespaceOptions {
@@ -56,6 +62,7 @@ impl Default for NamespaceOptions {
             max_subscribers: 10_000,
             max_payload: 64 * 1024,
             history: Some(HistoryLimits::default()),
+            big_room: None,
         }
     }
 }
@@ -197,6 +204,11 @@ impl<M: RoomMessage> Namespace<M> {
     /// Turns presence on or off.
     pub fn presence(mut self, on: bool) -> Self {
         self.options.presence = on;
+        self
+    }
+    /// Rooms with more users than `users` are big ([`NamespaceOptions::big_room`]).
+    pub fn big_room(mut self, users: usize) -> Self {
+        self.options.big_room = Some(users);
         self
     }
     /// Most connections per room.

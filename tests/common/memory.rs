@@ -116,6 +116,53 @@ impl MemClient {
     }
 }
 
+impl MemClient {
+    /// Sends `op` with a fresh id and returns its reply and the messages that came
+    /// before it, in order.
+    pub async fn request_all(&mut self, mut op: Value) -> (Value, Vec<Value>) {
+        let id = self.next_id();
+        op["id"] = json!(id);
+        self.send(op).await;
+        let mut before = Vec::new();
+        loop {
+            match self.recv().await {
+                Incoming::Json(v, _) if v["op"] == "reply" && v["id"] == json!(id) => {
+                    return (v, before);
+                }
+                Incoming::Json(v, _) => before.push(v),
+                other => panic!("no reply to {id}: {other:?}"),
+            }
+        }
+    }
+
+    /// Every message that arrives within `wait`, with its size on the wire and when it
+    /// arrived. On tokio's paused clock this is exact: the clock only moves when every
+    /// task waits.
+    pub async fn drain(
+        &mut self,
+        wait: std::time::Duration,
+    ) -> Vec<(Value, usize, tokio::time::Instant)> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut got = Vec::new();
+        while let Ok(incoming) = tokio::time::timeout_at(deadline, self.recv()).await {
+            match incoming {
+                Incoming::Json(v, len) => got.push((v, len, tokio::time::Instant::now())),
+                other => panic!("connection ended while draining: {other:?}"),
+            }
+        }
+        got
+    }
+
+    /// [`drain`](Self::drain), the messages only.
+    pub async fn drain_json(&mut self, wait: std::time::Duration) -> Vec<Value> {
+        self.drain(wait)
+            .await
+            .into_iter()
+            .map(|(v, ..)| v)
+            .collect()
+    }
+}
+
 /// `127.0.0.1:port`-style peer addresses for tests, from any IP.
 pub fn peer(ip: &str, port: u16) -> SocketAddr {
     SocketAddr::new(ip.parse().unwrap(), port)

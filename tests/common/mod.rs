@@ -18,6 +18,7 @@
 pub mod attack;
 pub mod client;
 pub mod cluster;
+pub mod crowd;
 pub mod cut_proxy;
 pub mod echo;
 pub mod hub;

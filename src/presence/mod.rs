@@ -29,10 +29,32 @@
 //! over stay pending for the next tick, so a churning room cannot push more presence
 //! bytes per second to a member than `budget` per tick.
 //!
+//! ## Big rooms
+//!
+//! Above a size (`HubConfig::presence_big_room`, per namespace too) a room switches to
+//! *big* mode ([`big`]): members get an exact count at a steady cadence instead of
+//! every change, the changes of the users the application marks as interesting to them
+//! ([`interest`]), and pages of the member list on request. The room leaves big mode
+//! only once it has shrunk by a quarter below the threshold and stayed big a while, so
+//! a room at the threshold does not flap.
+//!
+//! The hub reaches a room's presence through [`PresenceSource`] (join, leave, count,
+//! page, the tick's changes): this module is the single-node source; a cluster-wide
+//! one (a backplane) implements the same calls.
+//!
 //! The wire shapes ([`Presence`], [`PresenceDiff`], [`PresenceMeta`]) live in
 //! [`protocol`](crate::protocol); this module keeps a room's state.
 
+mod big;
+mod interest;
+mod source;
+
 use std::collections::BTreeMap;
+
+pub(crate) use big::{Mode, Tick, TickLimits};
+pub use interest::PresenceInterest;
+pub(crate) use interest::{InterestIndex, JoinInterest};
+pub(crate) use source::PresenceSource;
 
 #[cfg(test)]
 use serde_json::Value;
@@ -52,13 +74,16 @@ struct Pending {
     beliefs: u8,
     /// The meta of the user's last connection to leave, for the leave entry.
     left: Option<PresenceMeta>,
+    /// Whether the user was featured (interesting to every member of a big room) when
+    /// the change was made: a featured user who left is no longer in the index.
+    featured: bool,
 }
 
 /// The presence state of one room on this hub.
 ///
 /// Not thread-safe by design: the hub serializes access with its own short-held lock
 /// (see the module docs).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct RoomPresence {
     presence: Presence,
     /// Total metas across users, kept so `len_conns` is O(1) for limits and metrics.
@@ -67,9 +92,31 @@ pub(crate) struct RoomPresence {
     /// bounded by the users who were in the room during the tick, however many times
     /// they came and went.
     pending: BTreeMap<String, Pending>,
+    /// Small or big, and what members were last told (see [`big`]).
+    mode: Mode,
+    /// Who is interesting to whom, for big rooms.
+    interest: InterestIndex,
+}
+
+impl Default for RoomPresence {
+    /// A room that never turns big.
+    fn default() -> Self {
+        RoomPresence::new(usize::MAX)
+    }
 }
 
 impl RoomPresence {
+    /// An empty room that turns big above `big_room` users.
+    pub(crate) fn new(big_room: usize) -> Self {
+        RoomPresence {
+            presence: Presence::default(),
+            conns: 0,
+            pending: BTreeMap::new(),
+            mode: Mode::new(big_room),
+            interest: InterestIndex::default(),
+        }
+    }
+
     /// Adds connection `conn_id` of `user` with `meta` (`null` is stored as `{}`).
     ///
     /// Returns `true` if this is the user's first connection in the room: the join is
@@ -78,11 +125,32 @@ impl RoomPresence {
     /// and announces nothing.
     #[cfg(test)]
     pub(crate) fn join(&mut self, user: &str, conn_id: u64, meta: Value) -> bool {
-        self.join_entry(user, PresenceMeta::new(conn_id, meta))
+        self.join_entry(
+            user,
+            PresenceMeta::new(conn_id, meta),
+            JoinInterest::default(),
+        )
     }
 
-    /// [`join`](Self::join) with a whole entry (server fields stamped by the caller).
-    pub(crate) fn join_entry(&mut self, user: &str, meta: PresenceMeta) -> bool {
+    /// [`join`](Self::join) with a whole entry (server fields stamped by the caller)
+    /// and what the application's hook said about the connection. Returns whether the
+    /// room needs the presence task: a first connection (a pending join), or any
+    /// change of a big room's count.
+    pub(crate) fn join_entry(
+        &mut self,
+        user: &str,
+        meta: PresenceMeta,
+        interest: JoinInterest,
+    ) -> bool {
+        let conn_id = meta.conn_id;
+        self.interest.add(user, conn_id, interest);
+        let first = self.insert_entry(user, meta);
+        let switched = self.mode.after_join(self.presence.len());
+        first || switched || self.mode.is_big()
+    }
+
+    /// Adds the entry; returns whether it is the user's first connection.
+    fn insert_entry(&mut self, user: &str, meta: PresenceMeta) -> bool {
         let conn_id = meta.conn_id;
         // Look up by `&str` first so the common case (a known user) allocates nothing.
         if let Some(known) = self.presence.users.get_mut(user) {
@@ -99,19 +167,35 @@ impl RoomPresence {
             .users
             .insert(user.to_owned(), UserMetas { metas: vec![meta] });
         self.conns += 1;
-        self.pending.entry(user.to_owned()).or_insert(Pending {
+        let featured = self.interest.is_featured(user);
+        let pending = self.pending.entry(user.to_owned()).or_insert(Pending {
             beliefs: BELIEVED_ABSENT,
             left: None,
+            featured,
         });
+        pending.featured |= featured;
         true
     }
 
     /// Removes connection `conn_id` of `user`.
     ///
-    /// Returns `true` if it was the user's last connection in the room: the leave is
-    /// then pending. Removing a connection that is not present is a no-op (the hub may
-    /// call this for every room a closing connection might have joined).
+    /// Returns whether the room needs the presence task: the user's last connection
+    /// left (the leave is then pending), or a big room's count changed. Removing a
+    /// connection that is not present is a no-op (the hub may call this for every
+    /// room a closing connection might have joined).
     pub(crate) fn leave(&mut self, user: &str, conn_id: u64) -> bool {
+        let Some(known) = self.presence.users.get(user) else {
+            return false;
+        };
+        if !known.metas.iter().any(|m| m.conn_id == conn_id) {
+            return false;
+        }
+        self.interest.forget_conn(conn_id);
+        self.remove_entry(user, conn_id) || self.mode.is_big()
+    }
+
+    /// Removes the entry; returns whether it was the user's last connection.
+    fn remove_entry(&mut self, user: &str, conn_id: u64) -> bool {
         let Some(known) = self.presence.users.get_mut(user) else {
             return false;
         };
@@ -126,11 +210,14 @@ impl RoomPresence {
             return false;
         }
         self.presence.users.remove(user);
+        let featured = self.interest.forget_user(user);
         let pending = self.pending.entry(user.to_owned()).or_insert(Pending {
             beliefs: BELIEVED_PRESENT,
             left: None,
+            featured,
         });
         pending.left = Some(meta);
+        pending.featured |= featured;
         true
     }
 
@@ -144,12 +231,26 @@ impl RoomPresence {
     /// otherwise. Stops once the diff holds `budget` bytes of entries (users left over
     /// stay pending). `None` if there is nothing to announce.
     pub(crate) fn take_diff(&mut self, budget: usize) -> Option<PresenceDiff> {
+        self.take_diff_where(budget, |_, _| true)
+    }
+
+    /// [`take_diff`](Self::take_diff) of the users `wanted` keeps (given the user and
+    /// whether they were featured); the others are dropped from `pending` unannounced
+    /// and cost no budget.
+    fn take_diff_where(
+        &mut self,
+        budget: usize,
+        mut wanted: impl FnMut(&str, bool) -> bool,
+    ) -> Option<PresenceDiff> {
         let mut diff = PresenceDiff::default();
         let mut bytes = 0;
         while bytes < budget {
             let Some((user, pending)) = self.pending.pop_first() else {
                 break;
             };
+            if !wanted(&user, pending.featured) {
+                continue;
+            }
             match self.presence.users.get(&user) {
                 Some(now) if pending.beliefs & BELIEVED_ABSENT != 0 => {
                     bytes += entry_len(&user, &now.metas);
@@ -202,7 +303,7 @@ impl RoomPresence {
     }
 
     /// The number of connections present, across all users.
-    #[allow(dead_code, reason = "for metrics, not wired into the hub yet")]
+    #[allow(dead_code, reason = "the hub reads the count through `PresenceSource`")]
     pub(crate) fn len_conns(&self) -> usize {
         self.conns
     }
