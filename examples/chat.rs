@@ -8,6 +8,8 @@
 //! cargo run --example chat -- --cert cert.pem --key key.pem
 //! cargo run --example chat -- --log-format json     # JSON logs; RUST_LOG=wshub=debug for more
 //! CHAT_MAX_CONNECTIONS_PER_IP=5000 cargo run --example chat   # load tests from one host
+//! cargo run --example chat -- --redis redis://127.0.0.1:6379/ --port 9001
+//!                                                   # one node of a cluster: deploy/cluster.sh
 //! ```
 //!
 //! Open the printed URL in two windows (a normal and a private one make two users),
@@ -436,6 +438,12 @@ pub struct ChatOptions {
     /// How often the hub pings every connection. `None` (the default) keeps the hub's
     /// 25 s; tests shorten it to see pings' round trips in the metrics.
     pub ping_interval: Option<Duration>,
+    /// `--redis URL`: one node of a cluster on that Redis (a backplane, keys under
+    /// the example's own prefix). Default none: a single process.
+    pub redis: Option<String>,
+    /// `--trusted-proxy CIDR`: proxies whose `X-Forwarded-For` is believed
+    /// (`deploy/`). Default none.
+    pub trusted_proxies: Vec<String>,
     /// Rooms with more users than this are big (counts and pages, `PROTOCOL.md`
     /// section 6), and the most users in one page of a member list. `None` (the
     /// default) keeps the hub's 200 and 100; tests shrink them to see a big room with
@@ -455,6 +463,8 @@ impl Default for ChatOptions {
             max_connections_per_ip: None,
             log_format: LogFormat::Text,
             ping_interval: None,
+            redis: None,
+            trusted_proxies: Vec::new(),
             big_room: None,
         }
     }
@@ -486,6 +496,8 @@ impl ChatOptions {
                 .map(String::into_bytes),
             max_connections_per_ip,
             log_format: flags.log_format,
+            redis: flags.redis,
+            trusted_proxies: flags.trusted_proxies,
             ..ChatOptions::default()
         }
     }
@@ -621,6 +633,13 @@ pub async fn start(listener: TcpListener, options: ChatOptions) -> io::Result<Ch
             c.max_pending_per_network = c.max_pending_connections;
         });
     }
+    let builder = common::cluster_options(
+        "chat",
+        builder,
+        options.redis.as_deref(),
+        &options.trusted_proxies,
+        "wshub-chat",
+    );
     let hub = builder.build();
     let app = Router::new()
         .route("/", get(|| async { asset(HTML, INDEX_HTML) }))
@@ -779,6 +798,8 @@ async fn run() -> io::Result<()> {
         port: options.port,
         tls: options.tls.clone(),
         log_format: options.log_format,
+        redis: options.redis.clone(),
+        trusted_proxies: options.trusted_proxies.clone(),
     };
     let listener = common::bind(&flags).await?;
     let server = start(listener, options).await?;

@@ -240,6 +240,12 @@ pub struct NewsOptions {
     /// How the server logs (`--log-format`); [`main`] sets up logging with it.
     /// Default text.
     pub log_format: LogFormat,
+    /// `--redis URL`: one node of a cluster on that Redis (a backplane, keys under
+    /// the example's own prefix). Default none: a single process.
+    pub redis: Option<String>,
+    /// `--trusted-proxy CIDR`: proxies whose `X-Forwarded-For` is believed
+    /// (`deploy/`). Default none.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for NewsOptions {
@@ -249,6 +255,8 @@ impl Default for NewsOptions {
             port: 8081,
             tls: None,
             log_format: LogFormat::Text,
+            redis: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -263,6 +271,8 @@ impl NewsOptions {
             port: flags.port,
             tls: flags.tls,
             log_format: flags.log_format,
+            redis: flags.redis,
+            trusted_proxies: flags.trusted_proxies,
         }
     }
 }
@@ -320,18 +330,24 @@ impl NewsServer {
 /// Starts the news feed on `listener` (port 0 is fine) and returns at once; the server
 /// runs until its hub shuts down. Fails only if TLS cannot be set up.
 pub async fn start(listener: TcpListener, options: NewsOptions) -> io::Result<NewsServer> {
-    let hub = Hub::builder()
-        .namespace(
-            Namespace::<Article>::new("news")
-                // Clients read; only this server writes.
-                .server_only()
-                // Readers do not need to see each other.
-                .presence(false)
-                // The room's history is the list of articles: the last KEPT, for a
-                // day. A page that loads or reconnects fills itself from it.
-                .history(HistoryLimits::new(KEPT, Duration::from_secs(24 * 3600))),
-        )
-        .build();
+    let builder = Hub::builder().namespace(
+        Namespace::<Article>::new("news")
+            // Clients read; only this server writes.
+            .server_only()
+            // Readers do not need to see each other.
+            .presence(false)
+            // The room's history is the list of articles: the last KEPT, for a
+            // day. A page that loads or reconnects fills itself from it.
+            .history(HistoryLimits::new(KEPT, Duration::from_secs(24 * 3600))),
+    );
+    let hub = common::cluster_options(
+        "news_feed",
+        builder,
+        options.redis.as_deref(),
+        &options.trusted_proxies,
+        "wshub-news",
+    )
+    .build();
     let articles = Articles::new(&hub);
     let app = Router::new()
         .route("/", get(|| async { asset(HTML, INDEX_HTML) }))
@@ -416,6 +432,8 @@ async fn run() -> io::Result<()> {
         port: options.port,
         tls: options.tls.clone(),
         log_format: options.log_format,
+        redis: options.redis.clone(),
+        trusted_proxies: options.trusted_proxies.clone(),
     };
     let listener = common::bind(&flags).await?;
     let server = start(listener, options).await?;

@@ -11,8 +11,12 @@ section() { printf '\n==> %s\n' "$*"; }
 # Debian packages (apt).
 #   chromium chromium-driver   browser tests (tests/browser_*.rs, via playwright-core)
 #   prometheus                 tests/metrics_prometheus.rs scrapes the chat example with it
+#   redis-server               the Redis backplane tests (tests/cluster_*.rs) start their own
+#                              servers on free loopback ports (tests/common/services.rs)
+#   nginx                      tests/cluster_nginx.rs: three nodes behind deploy/nginx.conf
+#   haproxy                    tests/cluster_haproxy.rs: the same behind deploy/haproxy.cfg
 # Only packages not yet installed are fetched; `apt-get update` runs only then.
-APT_PACKAGES=(chromium chromium-driver prometheus)
+APT_PACKAGES=(chromium chromium-driver prometheus redis-server nginx haproxy)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -141,6 +141,7 @@
 //! | `jwt` | no | `JwtAuth` (HS256, RS256) |
 //! | `client` | no | the `client` module: a Rust client of `wshub.v1` that reconnects by itself (backoff with full jitter, the close-code policy, token renewal) and recovers its rooms (`since`, each stored message once); `wss://` with `tls` |
 //! | `metrics` | no | Prometheus metrics: `Hub::metrics_text` (the text exposition format, with prometheus-client), and `Hub::metrics_route` with `axum` |
+//! | `redis` | no | the `redis` module: a Redis backplane (`HubBuilder::backplane`) so several hub processes serve one set of rooms, in one per-room order, with history in Redis (`RedisHistory`) and recovery on any node (redis-rs) |
 //!
 //! ## Seeing it run
 //!
@@ -248,6 +249,9 @@ pub mod net;
 mod presence;
 pub mod protocol;
 mod rate;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 mod room;
 mod server;
 mod session;

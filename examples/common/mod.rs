@@ -74,6 +74,12 @@ pub struct Flags {
     pub tls: Option<TlsChoice>,
     /// `--log-format text|json`. Default text.
     pub log_format: LogFormat,
+    /// `--redis URL`: run as one node of a cluster on that Redis (the backplane).
+    /// Default: none, a single process.
+    pub redis: Option<String>,
+    /// `--trusted-proxy CIDR` (repeatable): reverse proxies whose `X-Forwarded-For`
+    /// names the client (`deploy/nginx.conf`, `deploy/haproxy.cfg`). Default: none.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Flags {
@@ -85,7 +91,8 @@ impl Flags {
             Err(message) => {
                 let usage = format!(
                     "usage: cargo run --example {example} -- [--port N] [--host IP] \
-                     [--tls | --cert FILE --key FILE] [--log-format text|json]\n\
+                     [--tls | --cert FILE --key FILE] [--log-format text|json] \
+                     [--redis URL] [--trusted-proxy CIDR]...\n\
                      RUST_LOG sets what is logged (default: info)"
                 );
                 if message.is_empty() {
@@ -113,6 +120,8 @@ impl Flags {
         let mut host = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let (mut tls, mut cert, mut key) = (false, None, None);
         let mut log_format = LogFormat::Text;
+        let mut redis = None;
+        let mut trusted_proxies = Vec::new();
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -148,6 +157,13 @@ impl Flags {
                         }
                     };
                 }
+                "--redis" => redis = Some(value("--redis")?),
+                "--trusted-proxy" => {
+                    let v = value("--trusted-proxy")?;
+                    wshub::TrustedProxies::new([v.as_str()])
+                        .map_err(|e| format!("--trusted-proxy {v}: {e}"))?;
+                    trusted_proxies.push(v);
+                }
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(format!("unknown argument {other}")),
             }
@@ -163,8 +179,42 @@ impl Flags {
             port,
             tls,
             log_format,
+            redis,
+            trusted_proxies,
         })
     }
+}
+
+/// Applies `--redis` and `--trusted-proxy` to a hub being built: a backplane on that
+/// Redis (its keys and channel under the prefix `prefix`), and the trusted proxies.
+/// Exits with a message if the Redis URL is not one.
+pub fn cluster_options(
+    example: &str,
+    mut builder: wshub::HubBuilder,
+    redis: Option<&str>,
+    trusted_proxies: &[String],
+    prefix: &str,
+) -> wshub::HubBuilder {
+    if let Some(url) = redis {
+        let mut options = wshub::redis::RedisOptions::default();
+        options.prefix = prefix.to_owned();
+        match wshub::redis::RedisBackplane::new(url, options) {
+            Ok(backplane) => builder = builder.backplane(backplane),
+            Err(e) => {
+                eprintln!("{example}: --redis {url}: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    if !trusted_proxies.is_empty() {
+        // Checked when the flags were parsed.
+        let proxies = wshub::TrustedProxies::new(trusted_proxies.iter().map(String::as_str))
+            .expect("checked by Flags::parse");
+        // Per-host limits then count the clients the proxy names, one by one; the
+        // proxy itself is exempt from the pending caps.
+        builder = builder.configure(|c| c.trusted_proxies = proxies);
+    }
+    builder
 }
 
 /// What is known about the certificate of a server started with TLS.

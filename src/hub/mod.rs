@@ -1,5 +1,9 @@
 //! The [`Hub`]: namespaces, rooms, connections, limits and shutdown.
 
+#[cfg(feature = "redis")]
+mod cluster;
+#[cfg(feature = "redis")]
+mod cluster_presence;
 mod config;
 mod connection;
 mod control;
@@ -193,6 +197,9 @@ pub(crate) struct HubInner {
     /// [`HubConfig::metrics`] is off). `None` costs one branch where something would
     /// be recorded; without the feature it is always `None`.
     pub(crate) metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The Redis backplane, if attached ([`HubBuilder::backplane`]).
+    #[cfg(feature = "redis")]
+    pub(crate) cluster: Option<cluster::Cluster>,
 }
 
 /// [`HubBuilder::presence_info`]'s function.
@@ -248,6 +255,8 @@ pub struct HubBuilder {
     presence_info: Option<PresenceInfoFn>,
     presence_interest: Option<Arc<dyn crate::PresenceInterest>>,
     history: Option<Arc<dyn HistoryStore>>,
+    #[cfg(feature = "redis")]
+    backplane: Option<crate::redis::RedisBackplane>,
 }
 
 impl fmt::Debug for HubBuilder {
@@ -367,6 +376,21 @@ impl HubBuilder {
         self
     }
 
+    /// Attaches a Redis backplane (feature `redis`): publishes on any node reach the
+    /// room's members on every node, in one per-room order, and room history lives in
+    /// Redis (this replaces any [`history_store`](Self::history_store)), so a client
+    /// recovers on any node. See [`crate::redis`].
+    ///
+    /// With a backplane a publish's `delivered` counts this node's connections, and
+    /// [`Room::subscribe`] sees the messages published on this node only.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn backplane(mut self, backplane: crate::redis::RedisBackplane) -> Self {
+        self.history = Some(Arc::new(backplane.history()));
+        self.backplane = Some(backplane);
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: HubConfig) -> Self {
         self.config = config;
@@ -416,8 +440,12 @@ impl HubBuilder {
             on_connect: self.on_connect,
             on_disconnect: self.on_disconnect,
             presence_info: self.presence_info,
+            #[cfg(feature = "redis")]
+            cluster: self.backplane.map(cluster::Cluster::new),
             presence_interest: self.presence_interest,
         }));
+        #[cfg(feature = "redis")]
+        cluster::start(&hub);
         liveness::spawn(&hub);
         presence_task::spawn(&hub);
         hub
@@ -501,6 +529,8 @@ impl Hub {
             presence_info: None,
             presence_interest: None,
             history: None,
+            #[cfg(feature = "redis")]
+            backplane: None,
         }
     }
 
@@ -597,9 +627,14 @@ impl Hub {
                 .close(CloseCode::Away, "server shutting down");
         }
         self.0.tracker.close();
-        tokio::time::timeout(self.0.config.shutdown_timeout, self.0.tracker.wait())
+        let done = tokio::time::timeout(self.0.config.shutdown_timeout, self.0.tracker.wait())
             .await
-            .is_ok()
+            .is_ok();
+        // Other nodes drop this one's presence entries at once, not after its
+        // heartbeat expires.
+        #[cfg(feature = "redis")]
+        self.cluster_goodbye().await;
+        done
     }
 
     /// Resolves when [`shutdown`](Self::shutdown) begins (at once if it has): for an

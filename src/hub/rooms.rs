@@ -210,6 +210,12 @@ impl Hub {
             Some(_) => Some(state.turn.lock().await),
             None => None,
         };
+        // With a backplane, what the bus brought so far goes out first (the turn is
+        // held: no drain runs beside this join).
+        #[cfg(feature = "redis")]
+        if _turn.is_some() && self.0.cluster.is_some() {
+            self.drain_locked(&state).await;
+        }
         let existing = entry.rooms().get(room).cloned();
         if let Some(state) = existing {
             // Joining twice is harmless: a client is answered with the current presence
@@ -232,7 +238,24 @@ impl Hub {
                 return Err(e);
             }
         };
+        // The members already here are brought to the position this join read, so
+        // nothing at or below it reaches the new member twice.
+        #[cfg(feature = "redis")]
+        if let (Some(p), true) = (&history.position, self.0.cluster.is_some()) {
+            self.align_with(&state, p).await;
+        }
         let options = state.ns.options();
+        // The room's first join on this node loads the other nodes' presence, so the
+        // reply's snapshot has everyone.
+        #[cfg(feature = "redis")]
+        if options.presence
+            && self.0.cluster.is_some()
+            && !state.inbox.presence_loaded.load(Ordering::Acquire)
+        {
+            self.reconcile_presence(&state).await;
+        }
+        #[cfg(feature = "redis")]
+        let mut cluster_meta = None;
         // Asked before the room's lock: the application's code never runs under it.
         let interest = match (&self.0.presence_interest, options.presence) {
             (Some(hook), true) => JoinInterest {
@@ -275,6 +298,10 @@ impl Hub {
                 {
                     stamped = stamped.with_info(info);
                 }
+                #[cfg(feature = "redis")]
+                if self.0.cluster.is_some() {
+                    cluster_meta = Some(stamped.clone());
+                }
                 let announced = presence.join_entry(&entry.identity.user_id, stamped, interest);
                 let shown = self.presence_for(&mut presence, &entry.identity.user_id);
                 self.send_ack(entry, &state.name, Some(&shown), ack, &history);
@@ -302,6 +329,10 @@ impl Hub {
             drop(state);
             self.prune_room(room);
             return Err(MembershipError::Closed);
+        }
+        #[cfg(feature = "redis")]
+        if let Some(meta) = cluster_meta {
+            self.cluster_presence_joined(&state.name, entry, &meta);
         }
         if announced {
             self.presence_changed(&state);
@@ -531,6 +562,10 @@ impl Hub {
     pub(crate) fn leave_room(&self, entry: &ConnEntry, room: &Arc<RoomState>) {
         let mut presence = room.presence_lock();
         room.members_mut().conns.remove(&entry.id);
+        #[cfg(feature = "redis")]
+        if room.ns.options().presence && self.0.cluster.is_some() {
+            self.cluster_presence_left(&room.name, entry);
+        }
         if room.ns.options().presence && presence.leave(&entry.identity.user_id, entry.id) {
             drop(presence);
             self.presence_changed(room);
@@ -560,6 +595,10 @@ impl Hub {
         room: &RoomState,
         publication: Publication,
     ) -> Result<Published, HistoryError> {
+        #[cfg(feature = "redis")]
+        if self.0.cluster.is_some() {
+            return self.cluster_publish(room, publication).await;
+        }
         // Timed only when recorded: a clock read on each side of the publish.
         let started = self.metrics().map(|m| m.start_timer());
         let Publication {

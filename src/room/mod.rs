@@ -3,6 +3,8 @@
 //! returns what happened (deliveries, slow consumers) for the hub to act on. The typed
 //! [`Room`](crate::Room) handle lives in the hub, which owns publishing.
 
+#[cfg(feature = "redis")]
+pub(crate) mod inbox;
 mod namespace;
 
 use std::any::Any;
@@ -119,6 +121,9 @@ pub(crate) struct RoomState {
     /// `broadcast::Sender<Delivery<M>>` for server-side subscribers, created by the
     /// first [`Room::subscribe`](crate::Room::subscribe).
     typed_tx: OnceLock<Box<dyn Any + Send + Sync>>,
+    /// What the backplane's bus brought for this room, and how far its members are.
+    #[cfg(feature = "redis")]
+    pub(crate) inbox: inbox::RoomInbox,
 }
 
 impl fmt::Debug for RoomState {
@@ -150,6 +155,8 @@ impl RoomState {
             presence_dirty: AtomicBool::new(false),
             turn: tokio::sync::Mutex::new(()),
             typed_tx: OnceLock::new(),
+            #[cfg(feature = "redis")]
+            inbox: inbox::RoomInbox::default(),
         }
     }
 

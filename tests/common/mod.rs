@@ -17,12 +17,14 @@
 
 pub mod attack;
 pub mod client;
+pub mod cluster;
 pub mod crowd;
 pub mod cut_proxy;
 pub mod echo;
 pub mod hub;
 pub mod memory;
 pub mod raw;
+pub mod services;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
