@@ -1,0 +1,423 @@
+//! `broadcast`: subscribers spread over rooms, publishers publishing into them over
+//! `wshub.v1`, at a scheduled rate or as fast as possible.
+//!
+//! Subscriber i joins room i mod R; publisher j joins room j mod R and publishes only
+//! there. A publisher is a member of its room, so it gets its own messages back (as
+//! `wshub.v1` does for every member): each publish to room r is expected
+//! `members(r)` times. Publishes are fire-and-forget (no `id`, as real traffic sends
+//! them): a refusal comes back as an `error` and is counted.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use tokio::sync::{Semaphore, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{Live, drain, share};
+use crate::conn::{Target, Ws};
+use crate::phases::Schedule;
+use crate::report::Report;
+use crate::stats::{CpuTime, Stats, now_ns};
+
+/// The `broadcast` scenario's parameters.
+#[derive(Debug, Clone, Serialize)]
+pub struct BroadcastOpts {
+    /// Connections that only join and receive.
+    pub subscribers: usize,
+    /// Rooms the subscribers and publishers are spread over.
+    pub rooms: usize,
+    /// Connections that join and publish.
+    pub publishers: usize,
+    /// The total publish rate over time, shared by the publishers; `None` publishes as
+    /// fast as the connections take it.
+    #[serde(skip)]
+    pub schedule: Option<Schedule>,
+    /// How long to publish as fast as possible (ignored with a schedule).
+    pub duration: Duration,
+    /// At most this many publishes in all (a burst of N with no schedule).
+    pub messages: Option<u64>,
+    /// Approximate size of each publish's `data`, in bytes of JSON.
+    pub size: usize,
+    /// Room names: `{r}` becomes the room's index.
+    pub room_template: String,
+    /// The publish's `data`: `{t}` becomes the send time (ns, digits), `{pad}` enough
+    /// `x`s to reach `size`. Must match the namespace's message type.
+    pub data_template: String,
+    /// How long to wait for the last deliveries once publishing ends.
+    pub drain: Duration,
+    /// Connections opened at once.
+    pub connect_concurrency: usize,
+    /// Show the live view.
+    #[serde(skip)]
+    pub progress: bool,
+}
+
+impl Default for BroadcastOpts {
+    fn default() -> Self {
+        BroadcastOpts {
+            subscribers: 100,
+            rooms: 1,
+            publishers: 1,
+            schedule: None,
+            duration: Duration::from_secs(10),
+            messages: None,
+            size: 64,
+            room_template: "bench:room-{r}".into(),
+            data_template: r#"{"t":{t},"p":"{pad}"}"#.into(),
+            drain: Duration::from_secs(5),
+            connect_concurrency: 256,
+            progress: true,
+        }
+    }
+}
+
+/// What finds the timestamp in a received frame: the template's text between the last
+/// `{` or `,` before `{t}` and `{t}` (`"t":` by default). Servers re-serialize `data`,
+/// but compactly, so that text survives.
+#[derive(Debug, Clone)]
+struct Stamp {
+    marker: String,
+}
+
+impl Stamp {
+    fn new(template: &str) -> anyhow::Result<Stamp> {
+        let at = template
+            .find("{t}")
+            .context("the data template needs a {t} placeholder")?;
+        let before = &template[..at];
+        let from = before.rfind([',', '{']).map_or(0, |i| i + 1);
+        let marker = before[from..].to_owned();
+        if marker.is_empty() {
+            bail!("the data template needs a key before {{t}}");
+        }
+        Ok(Stamp { marker })
+    }
+
+    fn find(&self, frame: &str) -> Option<u64> {
+        let at = frame.find(&self.marker)? + self.marker.len();
+        let digits = &frame[at..];
+        let end = digits
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(digits.len());
+        digits[..end].parse().ok()
+    }
+}
+
+/// Runs the scenario against `target` (which should offer `wshub.v1`).
+pub async fn run(target: Target, opts: BroadcastOpts) -> anyhow::Result<Report> {
+    if opts.rooms == 0 || opts.publishers == 0 {
+        bail!("broadcast needs at least one room and one publisher");
+    }
+    let stamp = Stamp::new(&opts.data_template)?;
+    let target = Arc::new(target);
+    let stats = Arc::new(Stats::new());
+    let total = opts.subscribers + opts.publishers;
+    let planned = opts
+        .schedule
+        .as_ref()
+        .map_or(opts.duration, Schedule::duration);
+    let live = Live::start(stats.clone(), planned, opts.progress);
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    // Members of each room: subscribers and publishers alike receive.
+    let room_of_sub = |i: usize| i % opts.rooms;
+    let room_of_pub = |j: usize| j % opts.rooms;
+    let mut members = vec![0u64; opts.rooms];
+    (0..opts.subscribers).for_each(|i| members[room_of_sub(i)] += 1);
+    (0..opts.publishers).for_each(|j| members[room_of_pub(j)] += 1);
+    let room_name = |r: usize| opts.room_template.replace("{r}", &r.to_string());
+
+    // Connect and join everyone before the first publish.
+    live.phase("connect");
+    let connect_start = Instant::now();
+    let gate = Arc::new(Semaphore::new(opts.connect_concurrency.max(1)));
+    let mut joins = Vec::with_capacity(total);
+    for index in 0..total {
+        let room = if index < opts.subscribers {
+            room_name(room_of_sub(index))
+        } else {
+            room_name(room_of_pub(index - opts.subscribers))
+        };
+        let (target, stats, gate) = (target.clone(), stats.clone(), gate.clone());
+        joins.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await.expect("never closed");
+            match connect_and_join(&target, index, &room).await {
+                Ok(ws) => {
+                    stats.connected.fetch_add(1, Ordering::Relaxed);
+                    Some(ws)
+                }
+                Err(e) => {
+                    stats.connect_failed.fetch_add(1, Ordering::Relaxed);
+                    stats.error(format!("connection {index}: {e:#}"));
+                    None
+                }
+            }
+        }));
+    }
+    let mut sinks = Vec::new();
+    let mut readers = Vec::with_capacity(total);
+    for (index, join) in joins.into_iter().enumerate() {
+        let Some(ws) = join.await? else {
+            if index >= opts.subscribers {
+                sinks.push(None);
+            }
+            continue;
+        };
+        let (sink, stream) = ws.split();
+        if index >= opts.subscribers {
+            sinks.push(Some(sink));
+        } else {
+            drop(sink);
+        }
+        readers.push(tokio::spawn(read_loop(
+            stream,
+            index,
+            stats.clone(),
+            stamp.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    let connect = connect_start.elapsed();
+
+    // Publish.
+    live.phase("publish");
+    let cpu_start = CpuTime::now();
+    let start = Instant::now();
+    let start_ns = now_ns();
+    let mut publishers = Vec::new();
+    for (j, sink) in sinks.into_iter().enumerate() {
+        let Some(sink) = sink else { continue };
+        let room = serde_json::to_string(&room_name(room_of_pub(j)))?;
+        let ctx = PublishCtx {
+            index: j,
+            count: opts.publishers,
+            room,
+            opts: opts.clone(),
+            stats: stats.clone(),
+        };
+        publishers.push(tokio::spawn(ctx.publish(sink)));
+    }
+    let mut expected = 0;
+    let mut sinks = Vec::new();
+    for (j, p) in publishers.into_iter().enumerate() {
+        let (sent, sink) = p.await?;
+        expected += sent * members[room_of_pub(j)];
+        sinks.push(sink);
+    }
+    let sending = start.elapsed();
+
+    live.phase("drain");
+    drain(&stats, expected, opts.drain).await;
+    let end_ns = stats.last_delivery_ns.load(Ordering::Relaxed).max(start_ns);
+    let elapsed = Duration::from_nanos(end_ns - start_ns).max(sending);
+    let cpu = CpuTime::now().since(cpu_start);
+    let _ = stop_tx.send(true);
+    for r in readers {
+        let _ = r.await;
+    }
+    live.finish();
+    drop(sinks);
+
+    Ok(Report::new(
+        "broadcast",
+        &target.url,
+        serde_json::to_value(&opts)?,
+        &stats,
+        expected,
+        connect,
+        sending,
+        elapsed,
+        cpu,
+    ))
+}
+
+/// Opens connection `index`, reads the welcome, joins `room` and waits for the reply.
+async fn connect_and_join(target: &Target, index: usize, room: &str) -> anyhow::Result<Ws> {
+    let mut ws = target.connect(index).await?;
+    let join = serde_json::json!({"op": "join", "room": room, "id": 1});
+    ws.send(Message::text(join.to_string())).await?;
+    loop {
+        let msg = ws.next().await.context("closed before the join reply")??;
+        let Message::Text(text) = msg else { continue };
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        if v["op"] == "reply" && v["id"] == 1 {
+            if v["ok"] == true {
+                return Ok(ws);
+            }
+            bail!("join {room} refused: {}", v["error"]);
+        }
+        if v["op"] == "error" {
+            bail!("join {room}: {}", v["error"]);
+        }
+        // The welcome, presence: not what we wait for.
+    }
+}
+
+/// Receives until told to stop, recording each `message` with a timestamp.
+async fn read_loop(
+    mut stream: futures_util::stream::SplitStream<Ws>,
+    index: usize,
+    stats: Arc<Stats>,
+    stamp: Stamp,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            _ = stop.changed() => return,
+        };
+        match msg {
+            Some(Ok(Message::Text(text))) => {
+                // A cheap look at the op: full parsing would cost the generator more
+                // than the server spends on the frame.
+                if text.starts_with(r#"{"op":"message""#) {
+                    match stamp.find(&text) {
+                        Some(t) => stats.record(index, t),
+                        None => stats.error(format!("message without a timestamp: {text}")),
+                    }
+                } else if text.starts_with(r#"{"op":"error""#) || text.contains(r#""ok":false"#) {
+                    stats.refused.fetch_add(1, Ordering::Relaxed);
+                    stats.error(text.as_str());
+                }
+            }
+            Some(Ok(Message::Close(frame))) => {
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                stats.error(format!(
+                    "connection {index} closed by the server: {frame:?}"
+                ));
+                return;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                stats.error(format!("connection {index}: {e}"));
+                return;
+            }
+            None => {
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
+
+/// One publisher's share of the work.
+struct PublishCtx {
+    index: usize,
+    count: usize,
+    /// The room name, as a JSON string.
+    room: String,
+    opts: BroadcastOpts,
+    stats: Arc<Stats>,
+}
+
+type Sink = SplitSink<Ws, Message>;
+
+impl PublishCtx {
+    /// Publishes its share; returns how many it sent, and the sink (dropped only once
+    /// the run is over, so the connection stays open through the drain).
+    async fn publish(self, mut sink: Sink) -> (u64, Sink) {
+        let cap = self.opts.messages.map(|m| share(m, self.index, self.count));
+        let (prefix, suffix) = self.frame_parts();
+        let frame = |t: u64| Message::text(format!("{prefix}{t}{suffix}"));
+        let mut sent = 0u64;
+        let start = Instant::now();
+        let result: anyhow::Result<()> = async {
+            match &self.opts.schedule {
+                Some(schedule) => {
+                    let total = cap.unwrap_or(u64::MAX);
+                    let mut tick = tokio::time::interval(Duration::from_millis(1));
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                    loop {
+                        tick.tick().await;
+                        let elapsed = start.elapsed();
+                        let due = share(schedule.due(elapsed), self.index, self.count).min(total);
+                        if sent < due {
+                            let before = sent;
+                            while sent < due {
+                                sink.feed(frame(now_ns())).await?;
+                                sent += 1;
+                            }
+                            sink.flush().await?;
+                            self.stats.sent.fetch_add(sent - before, Ordering::Relaxed);
+                        }
+                        if elapsed >= schedule.duration() || sent >= total {
+                            break;
+                        }
+                    }
+                }
+                None => {
+                    let total = cap.unwrap_or(u64::MAX);
+                    let mut reported = 0;
+                    while sent < total {
+                        sink.feed(frame(now_ns())).await?;
+                        sent += 1;
+                        // Flushed in batches of 32: what a busy client's writes coalesce
+                        // to, and 1/32 of the clock reads.
+                        if sent % 32 == 0 {
+                            sink.flush().await?;
+                            self.stats
+                                .sent
+                                .fetch_add(sent - reported, Ordering::Relaxed);
+                            reported = sent;
+                            if start.elapsed() >= self.opts.duration {
+                                break;
+                            }
+                        }
+                    }
+                    sink.flush().await?;
+                    self.stats
+                        .sent
+                        .fetch_add(sent - reported, Ordering::Relaxed);
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            self.stats.error(format!("publisher {}: {e:#}", self.index));
+        }
+        (sent, sink)
+    }
+
+    /// The publish frame around the timestamp: everything before `{t}` and after it.
+    fn frame_parts(&self) -> (String, String) {
+        let (before, after) = self
+            .opts
+            .data_template
+            .split_once("{t}")
+            .expect("checked by Stamp::new");
+        // 13 digits stand for the timestamp when sizing the padding.
+        let bare = before.replace("{pad}", "").len() + 13 + after.replace("{pad}", "").len();
+        let pad = "x".repeat(self.opts.size.saturating_sub(bare));
+        let prefix = format!(
+            r#"{{"op":"publish","room":{},"data":{}"#,
+            self.room,
+            before.replace("{pad}", &pad)
+        );
+        let suffix = format!("{}}}", after.replace("{pad}", &pad));
+        (prefix, suffix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stamp;
+
+    #[test]
+    fn finds_stamps() {
+        let s = Stamp::new(r#"{"t":{t},"p":"{pad}"}"#).unwrap();
+        assert_eq!(
+            s.find(r#"{"op":"message","room":"a","from":"u","data":{"p":"xx","t":123}}"#),
+            Some(123)
+        );
+        let s = Stamp::new(r#"{"text":"{t} {pad}"}"#).unwrap();
+        assert_eq!(s.find(r#"{"data":{"text":"42 xxx"}}"#), Some(42));
+        assert!(Stamp::new(r#"{"p":"{pad}"}"#).is_err());
+    }
+}

@@ -1,0 +1,135 @@
+//! What a run measures: latency histograms, counters and the generator's CPU time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+/// Nanoseconds since the first call in this process: the timestamp carried in
+/// payloads. Monotonic, and the same clock on the sending and receiving side because
+/// both are in this process (the wall clock could step during a run).
+pub fn now_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Histograms a shard each, so that thousands of receiving tasks can record without
+/// contending on one lock and without a histogram each (about 200 KiB apiece).
+const SHARDS: usize = 32;
+
+/// Latency histograms (nanoseconds, 3 significant digits, up to 60 s) and counters
+/// shared by every task of a run.
+#[derive(Debug)]
+pub struct Stats {
+    shards: Vec<Mutex<Histogram<u64>>>,
+    /// Messages (publishes or echo requests) sent.
+    pub sent: AtomicU64,
+    /// Messages received that the run counts as delivered.
+    pub delivered: AtomicU64,
+    /// Connections that completed the WebSocket handshake (and the join, for wshub).
+    pub connected: AtomicU64,
+    /// Connections that failed to open or join.
+    pub connect_failed: AtomicU64,
+    /// Connections that ended before the run did (closed by the server, or errors).
+    pub dropped: AtomicU64,
+    /// Requests the server refused (`error` or `reply` with `ok: false`).
+    pub refused: AtomicU64,
+    /// When the last delivery arrived ([`now_ns`]): the end of the measured phase when
+    /// the drain ends by timing out.
+    pub last_delivery_ns: AtomicU64,
+    /// The first few error messages, for the report.
+    pub errors: Mutex<Vec<String>>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats::new()
+    }
+}
+
+impl Stats {
+    /// Empty statistics.
+    pub fn new() -> Stats {
+        Stats {
+            shards: (0..SHARDS).map(|_| Mutex::new(new_histogram())).collect(),
+            sent: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            connected: AtomicU64::new(0),
+            connect_failed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            last_delivery_ns: AtomicU64::new(0),
+            errors: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Records one delivery by task `shard` (any number; connection index), sent at
+    /// `sent_ns` (from [`now_ns`]).
+    pub fn record(&self, shard: usize, sent_ns: u64) {
+        let now = now_ns();
+        let latency = now.saturating_sub(sent_ns).max(1);
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        self.last_delivery_ns.fetch_max(now, Ordering::Relaxed);
+        // The lock is held for one increment; never across an await.
+        let mut h = self.shards[shard % SHARDS].lock().unwrap();
+        h.saturating_record(latency);
+    }
+
+    /// Keeps an error message (the first 10 only: one cause usually repeats).
+    pub fn error(&self, e: impl std::fmt::Display) {
+        let mut errors = self.errors.lock().unwrap();
+        if errors.len() < 10 {
+            errors.push(e.to_string());
+        }
+    }
+
+    /// All shards merged.
+    pub fn histogram(&self) -> Histogram<u64> {
+        let mut all = new_histogram();
+        for s in &self.shards {
+            all.add(&*s.lock().unwrap()).expect("same bounds");
+        }
+        all
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
+}
+
+/// CPU time this process has used, user and system (getrusage).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTime {
+    /// Time in user mode.
+    pub user: Duration,
+    /// Time in the kernel on the process's behalf.
+    pub system: Duration,
+}
+
+impl CpuTime {
+    /// The process's CPU time so far.
+    pub fn now() -> CpuTime {
+        // SAFETY: getrusage writes a plain struct we own; RUSAGE_SELF is valid.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+        if rc != 0 {
+            return CpuTime::default();
+        }
+        let tv = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
+        CpuTime {
+            user: tv(ru.ru_utime),
+            system: tv(ru.ru_stime),
+        }
+    }
+
+    /// The time used between `earlier` and `self`.
+    pub fn since(self, earlier: CpuTime) -> CpuTime {
+        CpuTime {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+}
