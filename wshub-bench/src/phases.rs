@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One phase: `duration` at `rate` events per second, or ramping from `rate` to
 /// `ramp_to` over it.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 pub struct Phase {
     /// How long the phase lasts.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_secs")]
     pub duration: Duration,
     /// Events per second at the start of the phase.
     pub rate: f64,
@@ -26,6 +26,11 @@ pub struct Phase {
 pub struct PhaseFile {
     /// The phases, in order.
     pub phase: Vec<Phase>,
+}
+
+/// Serializes a duration as seconds (a float), for reports.
+pub fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -75,7 +80,8 @@ impl std::str::FromStr for Phase {
 }
 
 /// A schedule made of phases: how many events are due by a given time.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
 pub struct Schedule {
     phases: Vec<Phase>,
 }

@@ -35,9 +35,9 @@ pub struct BroadcastOpts {
     pub publishers: usize,
     /// The total publish rate over time, shared by the publishers; `None` publishes as
     /// fast as the connections take it.
-    #[serde(skip)]
     pub schedule: Option<Schedule>,
     /// How long to publish as fast as possible (ignored with a schedule).
+    #[serde(serialize_with = "crate::phases::ser_secs")]
     pub duration: Duration,
     /// At most this many publishes in all (a burst of N with no schedule).
     pub messages: Option<u64>,
@@ -49,6 +49,7 @@ pub struct BroadcastOpts {
     /// `x`s to reach `size`. Must match the namespace's message type.
     pub data_template: String,
     /// How long to wait for the last deliveries once publishing ends.
+    #[serde(serialize_with = "crate::phases::ser_secs")]
     pub drain: Duration,
     /// Connections opened at once.
     pub connect_concurrency: usize,

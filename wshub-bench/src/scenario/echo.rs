@@ -28,13 +28,14 @@ pub struct EchoOpts {
     /// Connections.
     pub connections: usize,
     /// The total request rate over time; `None` runs a closed loop on each connection.
-    #[serde(skip)]
     pub schedule: Option<Schedule>,
     /// How long the closed loop runs (ignored with a schedule).
+    #[serde(serialize_with = "crate::phases::ser_secs")]
     pub duration: Duration,
     /// Message size in bytes (at least 8, the timestamp).
     pub size: usize,
     /// How long to wait for the last echoes once sending ends.
+    #[serde(serialize_with = "crate::phases::ser_secs")]
     pub drain: Duration,
     /// Connections opened at once.
     pub connect_concurrency: usize,
