@@ -14,6 +14,10 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri};
 
+/// How long opening one connection (TCP and handshake), or joining, may take: a
+/// server that never answers fails the connection instead of hanging the run.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A client WebSocket over plain TCP (the generator speaks ws:// only for now).
 pub type Ws = WebSocketStream<TcpStream>;
 
@@ -78,8 +82,14 @@ impl Target {
     }
 
     /// Opens connection `index`: TCP (bound to its source address), then the
-    /// WebSocket handshake with the subprotocol and token.
+    /// WebSocket handshake with the subprotocol and token, within [`CONNECT_TIMEOUT`].
     pub async fn connect(&self, index: usize) -> anyhow::Result<Ws> {
+        tokio::time::timeout(CONNECT_TIMEOUT, self.connect_inner(index))
+            .await
+            .context("no handshake within 10 s")?
+    }
+
+    async fn connect_inner(&self, index: usize) -> anyhow::Result<Ws> {
         let socket = if self.addr.is_ipv4() {
             TcpSocket::new_v4()?
         } else {

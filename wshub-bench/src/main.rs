@@ -194,5 +194,8 @@ fn main() -> anyhow::Result<()> {
     } else {
         print!("{}", report.table());
     }
+    if report.connected == 0 {
+        anyhow::bail!("no connection opened (see the errors above)");
+    }
     Ok(())
 }
