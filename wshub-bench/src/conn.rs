@@ -40,6 +40,10 @@ pub struct Target {
     pub token: Option<String>,
     /// Whether the token goes in `Authorization: Bearer` (else `?token=`).
     pub token_in_header: bool,
+    /// An HS256 secret: when set, every connection sends a token minted for it
+    /// (`sub` `bench-{i}`, valid for an hour) instead of [`token`](Self::token), so the
+    /// server pays a signature check per connection as it would with real logins.
+    pub jwt_secret: Option<String>,
 }
 
 impl Target {
@@ -63,6 +67,7 @@ impl Target {
             subprotocol: None,
             token: None,
             token_in_header: false,
+            jwt_secret: None,
         })
     }
 
@@ -89,6 +94,32 @@ impl Target {
             .context("no handshake within 10 s")?
     }
 
+    /// The token connection `index` sends: minted with [`jwt_secret`](Self::jwt_secret),
+    /// or [`token`](Self::token) with `{i}` replaced.
+    pub fn token_for(&self, index: usize) -> anyhow::Result<Option<String>> {
+        if let Some(secret) = &self.jwt_secret {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            let claims = serde_json::json!({
+                "sub": format!("bench-{index}"),
+                "name": format!("bench {index}"),
+                "iat": now,
+                "exp": now + 3600,
+            });
+            let token = jsonwebtoken::encode(
+                &jsonwebtoken::Header::default(),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+            )?;
+            return Ok(Some(token));
+        }
+        Ok(self
+            .token
+            .as_ref()
+            .map(|t| t.replace("{i}", &index.to_string())))
+    }
+
     async fn connect_inner(&self, index: usize) -> anyhow::Result<Ws> {
         let socket = if self.addr.is_ipv4() {
             TcpSocket::new_v4()?
@@ -106,10 +137,7 @@ impl Target {
             .with_context(|| format!("connecting to {}", self.addr))?;
         stream.set_nodelay(true)?;
 
-        let token = self
-            .token
-            .as_ref()
-            .map(|t| t.replace("{i}", &index.to_string()));
+        let token = self.token_for(index)?;
         let url = match (&token, self.token_in_header) {
             (Some(t), false) => {
                 let sep = if self.url.contains('?') { '&' } else { '?' };
@@ -133,4 +161,26 @@ impl Target {
             .context("WebSocket handshake")?;
         Ok(ws)
     }
+}
+
+/// What kind of failure ended a connection attempt, for counting failures by kind: the
+/// HTTP status when the server refused the upgrade (`401`, `429`, `503`...), else
+/// `timeout`, `refused` (nothing listening), `io` or `other`.
+pub fn failure_kind(e: &anyhow::Error) -> String {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    for cause in e.chain() {
+        if let Some(WsError::Http(resp)) = cause.downcast_ref::<WsError>() {
+            return resp.status().as_u16().to_string();
+        }
+        if cause.is::<tokio::time::error::Elapsed>() {
+            return "timeout".into();
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "refused".into(),
+                _ => "io".into(),
+            };
+        }
+    }
+    "other".into()
 }

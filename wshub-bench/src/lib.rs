@@ -8,7 +8,8 @@
 //! - [`phases`]: the rate schedule (fixed, or Artillery-like ramps);
 //! - [`stats`]: latency histograms, counters and the generator's own CPU time;
 //! - [`report`]: the result, as a table or JSON;
-//! - [`scenario`]: `broadcast` and `echo`.
+//! - [`scenario`]: `broadcast`, `echo`, `idle`, `connect-rate`, `presence-churn` and
+//!   `reconnect-storm`.
 
 pub mod conn;
 pub mod phases;

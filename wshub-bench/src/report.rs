@@ -60,13 +60,20 @@ pub struct Report {
     pub sent_per_s: f64,
     /// Deliveries per second over the measured phase.
     pub delivered_per_s: f64,
-    /// End-to-end latency, from the timestamp in each payload.
+    /// End-to-end latency, from the timestamp in each payload (or what
+    /// [`latency_of`](Self::latency_of) names).
     pub latency: Latency,
+    /// What the latency histogram measures.
+    pub latency_of: String,
     /// The generator's CPU time (user + system) over the measured phase, seconds.
     pub generator_cpu_s: f64,
     /// That CPU time as a share of one core over the phase (100 = one core busy): near
     /// the generator's thread count times 100, the generator is the bottleneck.
     pub generator_cpu_pct: f64,
+    /// What only this scenario measures (server RSS, failures by status, presence
+    /// diffs...), by name; shown as extra rows of the table.
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub details: serde_json::Map<String, serde_json::Value>,
     /// The first few errors seen.
     pub errors: Vec<String>,
 }
@@ -120,8 +127,10 @@ impl Report {
                 max_us: us(h.max()),
                 mean_us: h.mean() / 1000.0,
             },
+            latency_of: "send to delivery (timestamp in the payload)".into(),
             generator_cpu_s: cpu_s,
             generator_cpu_pct: 100.0 * cpu_s / secs,
+            details: serde_json::Map::new(),
             errors: stats.errors.lock().unwrap().clone(),
         }
     }
@@ -155,8 +164,8 @@ impl Report {
             (
                 "latency (µs)",
                 format!(
-                    "p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  ({} samples)",
-                    l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us, l.count
+                    "p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  ({} samples: {})",
+                    l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us, l.count, self.latency_of
                 ),
             ),
             (
@@ -169,6 +178,15 @@ impl Report {
         ];
         let mut out = String::new();
         for (k, v) in rows {
+            let _ = writeln!(out, "{k:<15} {v}");
+        }
+        for (k, v) in &self.details {
+            let v = match v {
+                serde_json::Value::Number(n) if n.is_f64() => {
+                    format!("{:.2}", n.as_f64().unwrap_or_default())
+                }
+                v => v.to_string(),
+            };
             let _ = writeln!(out, "{k:<15} {v}");
         }
         for e in &self.errors {

@@ -67,13 +67,20 @@ impl Stats {
     /// Records one delivery by task `shard` (any number; connection index), sent at
     /// `sent_ns` (from [`now_ns`]).
     pub fn record(&self, shard: usize, sent_ns: u64) {
-        let now = now_ns();
-        let latency = now.saturating_sub(sent_ns).max(1);
         self.delivered.fetch_add(1, Ordering::Relaxed);
+        let now = self.record_latency(shard, sent_ns);
         self.last_delivery_ns.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Records the time from `start_ns` (from [`now_ns`]) to now in the histogram
+    /// only, counting no delivery: handshake and reconnect times. Returns now.
+    pub fn record_latency(&self, shard: usize, start_ns: u64) -> u64 {
+        let now = now_ns();
+        let latency = now.saturating_sub(start_ns).max(1);
         // The lock is held for one increment; never across an await.
         let mut h = self.shards[shard % SHARDS].lock().unwrap();
         h.saturating_record(latency);
+        now
     }
 
     /// Keeps an error message (the first 10 only: one cause usually repeats).
@@ -131,5 +138,34 @@ impl CpuTime {
             user: self.user.saturating_sub(earlier.user),
             system: self.system.saturating_sub(earlier.system),
         }
+    }
+}
+
+/// The resident set size of process `pid` in KiB (`VmRSS` in `/proc/PID/status`):
+/// the server's memory, when it runs on this machine.
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    use anyhow::Context;
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .with_context(|| format!("no VmRSS in {path}"))?;
+    let kib = line
+        .trim_start_matches("VmRSS:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim();
+    kib.parse()
+        .with_context(|| format!("bad VmRSS line {line:?} in {path}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_own_rss() {
+        let kib = super::rss_kib(std::process::id()).unwrap();
+        assert!(kib > 0);
+        assert!(super::rss_kib(u32::MAX).is_err());
     }
 }

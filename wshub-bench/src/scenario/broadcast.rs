@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::proto::connect_and_join;
 use super::{Live, drain, share};
 use crate::conn::{Target, Ws};
 use crate::phases::Schedule;
@@ -235,37 +236,6 @@ pub async fn run(target: Target, opts: BroadcastOpts) -> anyhow::Result<Report> 
         elapsed,
         cpu,
     ))
-}
-
-/// Opens connection `index`, reads the welcome, joins `room` and waits for the reply.
-async fn connect_and_join(target: &Target, index: usize, room: &str) -> anyhow::Result<Ws> {
-    let mut ws = target.connect(index).await?;
-    let join = serde_json::json!({"op": "join", "room": room, "id": 1});
-    ws.send(Message::text(join.to_string())).await?;
-    tokio::time::timeout(crate::conn::CONNECT_TIMEOUT, wait_joined(&mut ws, room))
-        .await
-        .with_context(|| format!("no reply to the join of {room} within 10 s"))??;
-    Ok(ws)
-}
-
-/// Reads until the reply to the join (`id` 1).
-async fn wait_joined(ws: &mut Ws, room: &str) -> anyhow::Result<()> {
-    loop {
-        let msg = ws.next().await.context("closed before the join reply")??;
-        let Message::Text(text) = msg else { continue };
-        let v: serde_json::Value =
-            serde_json::from_str(&text).context("not wshub.v1 (a frame that is not JSON)")?;
-        if v["op"] == "reply" && v["id"] == 1 {
-            if v["ok"] == true {
-                return Ok(());
-            }
-            bail!("join {room} refused: {}", v["error"]);
-        }
-        if v["op"] == "error" {
-            bail!("join {room}: {}", v["error"]);
-        }
-        // The welcome, presence: not what we wait for.
-    }
 }
 
 /// Receives until told to stop, recording each `message` with a timestamp.

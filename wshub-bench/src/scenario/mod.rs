@@ -2,7 +2,12 @@
 //! concurrency, and the live view.
 
 pub mod broadcast;
+pub mod connect_rate;
 pub mod echo;
+pub mod idle;
+pub mod presence_churn;
+mod proto;
+pub mod reconnect_storm;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -90,6 +95,17 @@ pub(crate) async fn drain(stats: &Stats, expected: u64, limit: Duration) {
     // Polling a counter: the generator's own bookkeeping, 10 ms granularity is plenty
     // next to a drain limit of seconds.
     while stats.delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until every one of `count` connections has opened or failed
+/// (`connected + connect_failed`), polling: the connecting tasks hold on to their
+/// connections, so nothing hands them back to wait on.
+pub(crate) async fn wait_settled(stats: &Stats, count: u64) {
+    while stats.connected.load(Ordering::Relaxed) + stats.connect_failed.load(Ordering::Relaxed)
+        < count
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
