@@ -41,7 +41,7 @@ pub struct Target {
     /// Whether the token goes in `Authorization: Bearer` (else `?token=`).
     pub token_in_header: bool,
     /// An HS256 secret: when set, every connection sends a token minted for it
-    /// (`sub` `bench-{i}`, valid for an hour) instead of [`token`](Self::token), so the
+    /// (`sub`, `name` and `sid` `bench-{i}`, valid for an hour) instead of [`token`](Self::token), so the
     /// server pays a signature check per connection as it would with real logins.
     pub jwt_secret: Option<String>,
 }
@@ -101,9 +101,14 @@ impl Target {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_secs();
+            // `name` equal to `sub` and a `sid`, as the chat example's tokens carry
+            // (its user id is the lower-cased name; `sid` says who holds the name):
+            // other verifiers ignore claims they do not know.
+            let user = format!("bench-{index}");
             let claims = serde_json::json!({
-                "sub": format!("bench-{index}"),
-                "name": format!("bench {index}"),
+                "sub": user,
+                "name": user,
+                "sid": user,
                 "iat": now,
                 "exp": now + 3600,
             });

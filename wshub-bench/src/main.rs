@@ -195,7 +195,7 @@ struct Auth {
     /// Send the token as `Authorization: Bearer` instead of `?token=`.
     #[arg(long)]
     token_header: bool,
-    /// Mint an HS256 JWT per connection with this secret (`sub` bench-{i}, 1 h).
+    /// Mint an HS256 JWT per connection with this secret (`sub`, `name`, `sid`: bench-{i}; 1 h).
     #[arg(long, conflicts_with = "token")]
     jwt_secret: Option<String>,
 }

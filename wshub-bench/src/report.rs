@@ -177,7 +177,17 @@ impl Report {
             ),
         ];
         let mut out = String::new();
+        // Scenarios that send no messages (idle) would show rows of zeros.
+        let silent = self.sent == 0 && self.expected == 0 && l.count == 0;
         for (k, v) in rows {
+            if silent && matches!(k, "sent" | "delivered" | "refused" | "latency (µs)") {
+                continue;
+            }
+            // Nothing expected, nothing delivered (presence-churn counts diffs in its
+            // details): "0 of 0" says nothing.
+            if k == "delivered" && self.expected == 0 && self.delivered == 0 {
+                continue;
+            }
             let _ = writeln!(out, "{k:<15} {v}");
         }
         for (k, v) in &self.details {

@@ -118,12 +118,19 @@ pub async fn run(target: Target, opts: ConnectRateOpts) -> anyhow::Result<Report
             }
         }
     }
-    let sending = start.elapsed();
     live.phase("finish");
+    let scheduling = start.elapsed();
     for t in tasks {
         let _ = t.await;
     }
     let elapsed = start.elapsed();
+    // With a schedule, attempts were made over the schedule; without, by the workers
+    // until they all finished.
+    let sending = if opts.schedule.is_some() {
+        scheduling
+    } else {
+        elapsed
+    };
     let cpu = CpuTime::now().since(cpu_start);
     live.finish();
 

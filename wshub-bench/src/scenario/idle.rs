@@ -125,24 +125,18 @@ pub async fn run(target: Target, opts: IdleOpts) -> anyhow::Result<Report> {
         cpu,
     );
     let held = stats.connected.load(Ordering::Relaxed) - stats.dropped.load(Ordering::Relaxed);
-    report.details.insert("held".into(), json!(held));
+    let d = &mut report.details;
+    d.insert("held".into(), json!(held));
     if let (Some(before), Some(joined), Some(end)) = (rss_before, rss_joined, rss_end) {
-        let per = |after: u64| after.saturating_sub(before) as f64 / (held.max(1) as f64);
-        report
-            .details
-            .insert("server_rss_before_kib".into(), json!(before));
-        report
-            .details
-            .insert("server_rss_joined_kib".into(), json!(joined));
-        report
-            .details
-            .insert("server_rss_end_kib".into(), json!(end));
-        report
-            .details
-            .insert("server_rss_per_conn_kib".into(), json!(per(end)));
-        report
-            .details
-            .insert("server_rss_per_conn_joined_kib".into(), json!(per(joined)));
+        d.insert("server_rss_before_kib".into(), json!(before));
+        d.insert("server_rss_joined_kib".into(), json!(joined));
+        d.insert("server_rss_end_kib".into(), json!(end));
+        // Per connection only when some were held: 0 would divide by nothing.
+        if held > 0 {
+            let per = |after: u64| after.saturating_sub(before) as f64 / held as f64;
+            d.insert("server_rss_per_conn_kib".into(), json!(per(end)));
+            d.insert("server_rss_per_conn_joined_kib".into(), json!(per(joined)));
+        }
     }
     Ok(report)
 }

@@ -204,7 +204,6 @@ pub async fn run(target: Target, opts: PresenceChurnOpts) -> anyhow::Result<Repo
     live.finish();
 
     let diffs = after[0] - before[0];
-    stats.delivered.store(diffs, Ordering::Relaxed);
     let mut report = Report::new(
         "presence-churn",
         &target.url,
