@@ -5,8 +5,11 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 use wshub::auth::{Identity, JwtAuth, StaticTokens};
+use wshub::ws::WsConfig;
+use wshub::ws::handshake::{HandshakeConfig, accept};
 use wshub::{Hub, HubBuilder, Namespace};
 use wshub_bench::conn::Target;
+use wshub_bench::report::Report;
 
 /// A builder with a `bench` namespace of any JSON (presence on, the default) and no
 /// rate limits in the way of the generator.
@@ -66,4 +69,39 @@ pub async fn target(addr: SocketAddr) -> Target {
     t.subprotocol = Some("wshub.v1".into());
     t.token = Some("tok-{i}".into());
     t
+}
+
+/// A plain WebSocket echo server on wshub's engine; returns its URL.
+pub async fn serve_echo() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = listener.accept().await.unwrap();
+            tokio::spawn(echo_one(stream, peer));
+        }
+    });
+    url
+}
+
+async fn echo_one(stream: tokio::net::TcpStream, peer: SocketAddr) -> wshub::Result<()> {
+    let hs = HandshakeConfig::default();
+    let mut ws = accept(stream, Some(peer), &hs, WsConfig::default()).await?;
+    while let Some(msg) = ws.recv().await? {
+        ws.send(msg).await?;
+    }
+    Ok(())
+}
+
+/// Every expected message arrived, with one latency sample each, and no errors.
+pub fn assert_complete(r: &Report) {
+    assert!(r.errors.is_empty(), "errors: {:?}", r.errors);
+    assert!(r.expected > 0);
+    assert_eq!(r.delivered, r.expected, "{}", r.table());
+    assert_eq!(r.latency.count, r.delivered);
+    assert!(r.latency.p50_us > 0.0);
+    assert!(r.latency.p50_us <= r.latency.p99_us && r.latency.p99_us <= r.latency.max_us);
+    // Under the drain limit: a latency longer than the run means a wrong clock.
+    assert!(r.latency.max_us < 10_000_000.0, "{}", r.table());
+    assert!(r.generator_cpu_s > 0.0);
 }
