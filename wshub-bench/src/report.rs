@@ -1,5 +1,6 @@
 //! The result of a run: a human-readable table or JSON.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -44,6 +45,10 @@ pub struct Report {
     pub connect_failed: u64,
     /// Connections that ended before the run did.
     pub dropped: u64,
+    /// The failed connections by kind: the HTTP status of a refused upgrade (`401`,
+    /// `429`, `503`), `timeout`, `refused` (nothing listening), `io`, `join`...
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub failures: BTreeMap<String, u64>,
     /// How long opening (and joining) every connection took.
     pub connect_s: f64,
     /// Messages sent (publishes, echo requests).
@@ -106,6 +111,7 @@ impl Report {
             connected: stats.connected.load(Ordering::Relaxed),
             connect_failed: stats.connect_failed.load(Ordering::Relaxed),
             dropped: stats.dropped.load(Ordering::Relaxed),
+            failures: stats.failures.lock().unwrap().clone(),
             connect_s: connect.as_secs_f64(),
             sent,
             expected,
@@ -176,6 +182,11 @@ impl Report {
                 ),
             ),
         ];
+        let mut rows = rows;
+        if !self.failures.is_empty() {
+            let failures = serde_json::to_string(&self.failures).unwrap_or_default();
+            rows.insert(4, ("failures", failures));
+        }
         let mut out = String::new();
         // Scenarios that send no messages (idle) would show rows of zeros.
         let silent = self.sent == 0 && self.expected == 0 && l.count == 0;

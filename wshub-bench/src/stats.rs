@@ -1,5 +1,6 @@
 //! What a run measures: latency histograms, counters and the generator's CPU time.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -38,6 +39,9 @@ pub struct Stats {
     /// When the last delivery arrived ([`now_ns`]): the end of the measured phase when
     /// the drain ends by timing out.
     pub last_delivery_ns: AtomicU64,
+    /// Connections that failed to open or join, by kind (HTTP status, `timeout`,
+    /// `refused`...; see [`failure_kind`](crate::conn::failure_kind)).
+    pub failures: Mutex<BTreeMap<String, u64>>,
     /// The first few error messages, for the report.
     pub errors: Mutex<Vec<String>>,
 }
@@ -60,6 +64,7 @@ impl Stats {
             dropped: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             last_delivery_ns: AtomicU64::new(0),
+            failures: Mutex::new(BTreeMap::new()),
             errors: Mutex::new(Vec::new()),
         }
     }
@@ -81,6 +86,19 @@ impl Stats {
         let mut h = self.shards[shard % SHARDS].lock().unwrap();
         h.saturating_record(latency);
         now
+    }
+
+    /// Counts a connection of `who` that failed to open or join with `e`, by the
+    /// failure's kind.
+    pub fn connect_failure(&self, who: impl std::fmt::Display, e: &anyhow::Error) {
+        self.fail(crate::conn::failure_kind(e), format!("{who}: {e:#}"));
+    }
+
+    /// Counts a failed connection of kind `kind`, keeping `message`.
+    pub fn fail(&self, kind: String, message: impl std::fmt::Display) {
+        self.connect_failed.fetch_add(1, Ordering::Relaxed);
+        *self.failures.lock().unwrap().entry(kind).or_default() += 1;
+        self.error(message);
     }
 
     /// Keeps an error message (the first 10 only: one cause usually repeats).

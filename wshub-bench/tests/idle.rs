@@ -23,6 +23,8 @@ async fn idle_holds_every_connection_and_reads_server_rss() {
     assert!(r.errors.is_empty(), "errors: {:?}", r.errors);
     assert_eq!((r.connected, r.connect_failed, r.dropped), (30, 0, 0));
     assert_eq!(r.details["held"], 30);
+    // The `bench` namespace tracks presence: every join reply said so.
+    assert_eq!(r.details["joined_with_presence"], 30);
     for key in [
         "server_rss_before_kib",
         "server_rss_joined_kib",
@@ -46,6 +48,7 @@ async fn idle_counts_refused_connections() {
     };
     let r = idle::run(common::target(addr).await, opts).await.unwrap();
     assert_eq!((r.connected, r.connect_failed, r.dropped), (10, 10, 0));
+    assert_eq!(r.failures, [("401".to_string(), 10)].into());
     assert_eq!(r.details["held"], 10);
     assert!(r.details.get("server_rss_end_kib").is_none());
 }

@@ -74,7 +74,7 @@ async fn server_restart_then_everyone_reconnects() {
     let r = storm.await.unwrap().unwrap();
     assert_all_back(&r);
     // Attempts before the new server listened were refused, and retried.
-    let failures = r.details["failures"].as_object().unwrap();
+    let failures = r.details["reconnect_failures"].as_object().unwrap();
     let refused = failures
         .get("refused")
         .and_then(|v| v.as_u64())

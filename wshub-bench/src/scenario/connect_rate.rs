@@ -7,9 +7,8 @@
 //! kind: the HTTP status of a refused upgrade (`401`, `429`, `503`...), `timeout`,
 //! `refused`, `io`, `join` (the join was refused) or `other`.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -63,7 +62,6 @@ impl Default for ConnectRateOpts {
 /// Counts shared by the attempts.
 #[derive(Debug, Default)]
 struct Counts {
-    failures: Mutex<BTreeMap<String, u64>>,
     next_index: AtomicU64,
 }
 
@@ -148,14 +146,12 @@ pub async fn run(target: Target, opts: ConnectRateOpts) -> anyhow::Result<Report
         cpu,
     );
     report.latency_of = "handshake: TCP connect start to welcome".into();
-    let failures = counts.failures.lock().unwrap().clone();
     report.details.insert("attempts".into(), json!(attempts));
     report.details.insert("completed".into(), json!(completed));
     report.details.insert(
         "connects_per_s".into(),
         json!(completed as f64 / elapsed.as_secs_f64().max(1e-9)),
     );
-    report.details.insert("failures".into(), json!(failures));
     Ok(report)
 }
 
@@ -166,9 +162,7 @@ async fn attempt(target: &Target, stats: &Stats, counts: &Counts, opts: &Connect
     let index = counts.next_index.fetch_add(1, Ordering::Relaxed) as usize;
     stats.sent.fetch_add(1, Ordering::Relaxed);
     let fail = |kind: String, e: anyhow::Error| {
-        stats.connect_failed.fetch_add(1, Ordering::Relaxed);
-        *counts.failures.lock().unwrap().entry(kind).or_default() += 1;
-        stats.error(format!("connection {index}: {e:#}"));
+        stats.fail(kind, format!("connection {index}: {e:#}"));
     };
     let t0 = now_ns();
     let mut ws = match target.connect(index).await {

@@ -95,8 +95,7 @@ pub async fn run(target: Target, opts: EchoOpts) -> anyhow::Result<Report> {
                     Some(ws)
                 }
                 Err(e) => {
-                    stats.connect_failed.fetch_add(1, Ordering::Relaxed);
-                    stats.error(format!("connection {index}: {e:#}"));
+                    stats.connect_failure(format!("connection {index}"), &e);
                     None
                 }
             }

@@ -7,7 +7,7 @@
 //! the hold, and the growth per connection.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{Semaphore, watch};
 
-use super::proto::{Ended, connect_and_join, read_until};
+use super::proto::{Ended, join, read_until};
 use super::{Live, wait_settled};
 use crate::conn::Target;
 use crate::report::Report;
@@ -71,20 +71,32 @@ pub async fn run(target: Target, opts: IdleOpts) -> anyhow::Result<Report> {
     live.phase("connect");
     let connect_start = Instant::now();
     let gate = Arc::new(Semaphore::new(opts.connect_concurrency.max(1)));
+    let with_presence = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(opts.connections);
     for index in 0..opts.connections {
         let room = opts
             .room_template
             .replace("{r}", &(index % opts.rooms).to_string());
         let (target, stats, gate) = (target.clone(), stats.clone(), gate.clone());
-        let mut stop = stop_rx.clone();
+        let (mut stop, with_presence) = (stop_rx.clone(), with_presence.clone());
         tasks.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await.expect("never closed");
-            let mut ws = match connect_and_join(&target, index, &room).await {
-                Ok(ws) => ws,
+            let joined = async {
+                let mut ws = target.connect(index).await?;
+                let reply = join(&mut ws, &room, 1).await?;
+                anyhow::Ok((ws, reply))
+            };
+            let mut ws = match joined.await {
+                Ok((ws, reply)) => {
+                    // The join reply carries the room's presence only when the
+                    // namespace tracks it: the report says whether it did.
+                    if reply["presence"].is_object() {
+                        with_presence.fetch_add(1, Ordering::Relaxed);
+                    }
+                    ws
+                }
                 Err(e) => {
-                    stats.connect_failed.fetch_add(1, Ordering::Relaxed);
-                    stats.error(format!("connection {index}: {e:#}"));
+                    stats.connect_failure(format!("connection {index}"), &e);
                     return;
                 }
             };
@@ -127,6 +139,10 @@ pub async fn run(target: Target, opts: IdleOpts) -> anyhow::Result<Report> {
     let held = stats.connected.load(Ordering::Relaxed) - stats.dropped.load(Ordering::Relaxed);
     let d = &mut report.details;
     d.insert("held".into(), json!(held));
+    d.insert(
+        "joined_with_presence".into(),
+        json!(with_presence.load(Ordering::Relaxed)),
+    );
     if let (Some(before), Some(joined), Some(end)) = (rss_before, rss_joined, rss_end) {
         d.insert("server_rss_before_kib".into(), json!(before));
         d.insert("server_rss_joined_kib".into(), json!(joined));

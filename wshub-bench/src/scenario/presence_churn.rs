@@ -127,8 +127,7 @@ pub async fn run(target: Target, opts: PresenceChurnOpts) -> anyhow::Result<Repo
                     ws
                 }
                 Err(e) => {
-                    stats.connect_failed.fetch_add(1, Ordering::Relaxed);
-                    stats.error(format!("member {index}: {e:#}"));
+                    stats.connect_failure(format!("member {index}"), &e);
                     return;
                 }
             };
@@ -156,13 +155,11 @@ pub async fn run(target: Target, opts: PresenceChurnOpts) -> anyhow::Result<Repo
                     churners.push(ws);
                 }
                 Err(e) => {
-                    stats.connect_failed.fetch_add(1, Ordering::Relaxed);
-                    stats.error(format!("churner {index}: {e:#}"));
+                    stats.connect_failure(format!("churner {index}"), &e);
                 }
             },
             Err(e) => {
-                stats.connect_failed.fetch_add(1, Ordering::Relaxed);
-                stats.error(format!("churner {index}: {e:#}"));
+                stats.connect_failure(format!("churner {index}"), &e);
             }
         }
     }

@@ -209,7 +209,7 @@ pub async fn run(target: Target, opts: ReconnectStormOpts) -> anyhow::Result<Rep
     d.insert("reconnected".into(), json!(reconnected));
     d.insert("attempts".into(), json!(stats.sent.load(Ordering::Relaxed)));
     d.insert(
-        "failures".into(),
+        "reconnect_failures".into(),
         json!(storm.failures.lock().unwrap().clone()),
     );
     d.insert(
@@ -246,8 +246,7 @@ impl Client {
         let mut ws = match connect_and_join(&self.target, index, &self.room).await {
             Ok(ws) => ws,
             Err(e) => {
-                stats.connect_failed.fetch_add(1, Ordering::Relaxed);
-                stats.error(format!("connection {index}: {e:#}"));
+                stats.connect_failure(format!("connection {index}"), &e);
                 return;
             }
         };
