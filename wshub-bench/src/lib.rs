@@ -6,6 +6,7 @@
 //!
 //! - [`conn`]: connecting, with source addresses spread over 127.0.0.x;
 //! - [`phases`]: the rate schedule (fixed, or Artillery-like ramps);
+//! - [`socketio`]: the engine.io v4 / Socket.IO framing of the `socketio` protocol;
 //! - [`stats`]: latency histograms, counters and the generator's own CPU time;
 //! - [`report`]: the result, as a table or JSON;
 //! - [`scenario`]: `broadcast`, `echo`, `idle`, `connect-rate`, `presence-churn` and
@@ -15,4 +16,5 @@ pub mod conn;
 pub mod phases;
 pub mod report;
 pub mod scenario;
+pub mod socketio;
 pub mod stats;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use wshub_bench::conn::Target;
+use wshub_bench::conn::{Proto, Target};
 use wshub_bench::phases::{Phase, PhaseFile, Schedule, parse_duration};
 use wshub_bench::report::Report;
 use wshub_bench::scenario::{broadcast, connect_rate, echo, idle, presence_churn, reconnect_storm};
@@ -55,6 +55,10 @@ enum Scenario {
         /// namespace's message type, e.g. '{"text":"{t} {pad}"}'.
         #[arg(long, default_value = r#"{"t":{t},"p":"{pad}"}"#)]
         data: String,
+        /// The server's pid (on this machine): its CPU time per publish over the
+        /// publishing phase (/proc/PID/stat), and its RSS.
+        #[arg(long)]
+        server_pid: Option<u32>,
     },
     /// Round trips over plain WebSocket against an echo server.
     Echo {
@@ -167,8 +171,21 @@ enum Scenario {
 /// What every scenario takes: the server, connecting, the runtime and the output.
 #[derive(Debug, Args)]
 struct Base {
-    /// The server (ws:// only).
+    /// The server (`ws://` or `wss://`; for Socket.IO,
+    /// `ws://HOST:PORT/socket.io/?EIO=4&transport=websocket`).
     url: String,
+    /// The protocol over the WebSocket: `wshub` (wshub.v1), `plain` (the payload is the
+    /// message; the server relays it to every client) or `socketio` (engine.io v4,
+    /// `42["msg",DATA]` events).
+    #[arg(long, value_enum, default_value_t = Proto::Wshub)]
+    proto: Proto,
+    /// Offer permessage-deflate (receiving connections use wshub's engine client, as
+    /// tungstenite 0.30 has no compression).
+    #[arg(long)]
+    deflate: bool,
+    /// For wss://: a PEM file of the certificate(s) to trust (e.g. a self-signed one).
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
     /// Spread connections over 127.0.0.1..=127.0.0.N (loopback servers only).
     #[arg(long, default_value_t = 16)]
     source_ips: u8,
@@ -253,13 +270,22 @@ impl Base {
     async fn target(&self) -> anyhow::Result<Target> {
         let mut t = Target::resolve(&self.url).await?;
         t.source_ips = self.source_ips;
+        t.proto = self.proto;
+        t.deflate = self.deflate;
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            t.trust(&pem)?;
+        }
         Ok(t)
     }
 
-    /// A `wshub.v1` target with `auth`'s token.
+    /// A target for the message scenarios: `wshub.v1` (offered as the subprotocol)
+    /// unless `--proto` says otherwise, with `auth`'s token.
     async fn wshub(&self, auth: Auth) -> anyhow::Result<Target> {
         let mut t = self.target().await?;
-        t.subprotocol = Some("wshub.v1".into());
+        if t.proto == Proto::Wshub {
+            t.subprotocol = Some("wshub.v1".into());
+        }
         t.token = auth.token;
         t.token_in_header = auth.token_header;
         t.jwt_secret = auth.jwt_secret;
@@ -309,6 +335,7 @@ async fn run(scenario: Scenario) -> anyhow::Result<Report> {
             messages,
             room,
             data,
+            server_pid,
         } => {
             let target = common.base.wshub(auth).await?;
             let opts = broadcast::BroadcastOpts {
@@ -323,6 +350,7 @@ async fn run(scenario: Scenario) -> anyhow::Result<Report> {
                 data_template: data,
                 drain: common.drain,
                 connect_concurrency: common.base.connect_concurrency,
+                server_pid,
                 progress: !common.base.quiet,
             };
             broadcast::run(target, opts).await

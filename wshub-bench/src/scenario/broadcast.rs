@@ -12,18 +12,20 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures_util::stream::SplitSink;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
+use serde_json::json;
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::proto::connect_and_join;
 use super::{Live, drain, share};
-use crate::conn::{Target, Ws};
+use crate::conn::{Incoming, Proto, Target, TungWs, Ws, from_tung};
 use crate::phases::Schedule;
 use crate::report::Report;
-use crate::stats::{CpuTime, Stats, now_ns};
+use crate::socketio;
+use crate::stats::{CpuTime, Stats, now_ns, proc_cpu, rss_kib};
 
 /// The `broadcast` scenario's parameters.
 #[derive(Debug, Clone, Serialize)]
@@ -54,6 +56,9 @@ pub struct BroadcastOpts {
     pub drain: Duration,
     /// Connections opened at once.
     pub connect_concurrency: usize,
+    /// The server's pid (on this machine): its CPU time (utime + stime from
+    /// `/proc/PID/stat`) over the publishing phase and drain, per publish, and its RSS.
+    pub server_pid: Option<u32>,
     /// Show the live view.
     #[serde(skip)]
     pub progress: bool,
@@ -73,6 +78,7 @@ impl Default for BroadcastOpts {
             data_template: r#"{"t":{t},"p":"{pad}"}"#.into(),
             drain: Duration::from_secs(5),
             connect_concurrency: 256,
+            server_pid: None,
             progress: true,
         }
     }
@@ -116,6 +122,13 @@ pub async fn run(target: Target, opts: BroadcastOpts) -> anyhow::Result<Report> 
         bail!("broadcast needs at least one room and one publisher");
     }
     let stamp = Stamp::new(&opts.data_template)?;
+    // Publishers split their connection into a sink and a stream, which only
+    // tungstenite can: they never offer compression (only subscribers are measured
+    // with it).
+    let pub_target = Arc::new(Target {
+        deflate: false,
+        ..target.clone()
+    });
     let target = Arc::new(target);
     let stats = Arc::new(Stats::new());
     let total = opts.subscribers + opts.publishers;
@@ -145,7 +158,12 @@ pub async fn run(target: Target, opts: BroadcastOpts) -> anyhow::Result<Report> 
         } else {
             room_name(room_of_pub(index - opts.subscribers))
         };
-        let (target, stats, gate) = (target.clone(), stats.clone(), gate.clone());
+        let target = if index < opts.subscribers {
+            target.clone()
+        } else {
+            pub_target.clone()
+        };
+        let (stats, gate) = (stats.clone(), gate.clone());
         joins.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.expect("never closed");
             match connect_and_join(&target, index, &room).await {
@@ -162,6 +180,7 @@ pub async fn run(target: Target, opts: BroadcastOpts) -> anyhow::Result<Report> 
     }
     let mut sinks = Vec::new();
     let mut readers = Vec::with_capacity(total);
+    let mut compressed = 0u64;
     for (index, join) in joins.into_iter().enumerate() {
         let Some(ws) = join.await? else {
             if index >= opts.subscribers {
@@ -169,15 +188,18 @@ pub async fn run(target: Target, opts: BroadcastOpts) -> anyhow::Result<Report> 
             }
             continue;
         };
-        let (sink, stream) = ws.split();
-        if index >= opts.subscribers {
+        compressed += u64::from(ws.compressed());
+        let reader = if index >= opts.subscribers {
+            let (sink, stream) = ws.into_tung()?.split();
             sinks.push(Some(sink));
+            Reader::Half(stream)
         } else {
-            drop(sink);
-        }
+            Reader::Whole(ws)
+        };
         readers.push(tokio::spawn(read_loop(
-            stream,
+            reader,
             index,
+            target.proto,
             stats.clone(),
             stamp.clone(),
             stop_rx.clone(),
@@ -187,6 +209,7 @@ pub async fn run(target: Target, opts: BroadcastOpts) -> anyhow::Result<Report> 
 
     // Publish.
     live.phase("publish");
+    let server_cpu_start = opts.server_pid.map(proc_cpu).transpose()?;
     let cpu_start = CpuTime::now();
     let start = Instant::now();
     let start_ns = now_ns();
@@ -195,6 +218,7 @@ pub async fn run(target: Target, opts: BroadcastOpts) -> anyhow::Result<Report> 
         let Some(sink) = sink else { continue };
         let room = serde_json::to_string(&room_name(room_of_pub(j)))?;
         let ctx = PublishCtx {
+            proto: target.proto,
             index: j,
             count: opts.publishers,
             room,
@@ -217,6 +241,11 @@ pub async fn run(target: Target, opts: BroadcastOpts) -> anyhow::Result<Report> 
     let end_ns = stats.last_delivery_ns.load(Ordering::Relaxed).max(start_ns);
     let elapsed = Duration::from_nanos(end_ns - start_ns).max(sending);
     let cpu = CpuTime::now().since(cpu_start);
+    let server_cpu = match (opts.server_pid, server_cpu_start) {
+        (Some(pid), Some(start)) => Some(proc_cpu(pid)?.saturating_sub(start)),
+        _ => None,
+    };
+    let server_rss = opts.server_pid.map(rss_kib).transpose()?;
     let _ = stop_tx.send(true);
     for r in readers {
         let _ = r.await;
@@ -224,7 +253,7 @@ pub async fn run(target: Target, opts: BroadcastOpts) -> anyhow::Result<Report> 
     live.finish();
     drop(sinks);
 
-    Ok(Report::new(
+    let mut report = Report::new(
         "broadcast",
         &target.url,
         serde_json::to_value(&opts)?,
@@ -234,41 +263,88 @@ pub async fn run(target: Target, opts: BroadcastOpts) -> anyhow::Result<Report> 
         sending,
         elapsed,
         cpu,
-    ))
+    );
+    if target.deflate {
+        report
+            .details
+            .insert("compressed_subscribers".into(), json!(compressed));
+    }
+    if let Some(cpu) = server_cpu {
+        let sent = report.sent.max(1) as f64;
+        report
+            .details
+            .insert("server_cpu_s".into(), json!(cpu.as_secs_f64()));
+        report.details.insert(
+            "server_cpu_per_publish_ms".into(),
+            json!(cpu.as_secs_f64() * 1000.0 / sent),
+        );
+    }
+    if let Some(kib) = server_rss {
+        report.details.insert("server_rss_kib".into(), json!(kib));
+    }
+    Ok(report)
+}
+
+/// A receiving connection: a subscriber's whole connection (it answers Socket.IO
+/// pings), or the stream half of a publisher's.
+#[allow(clippy::large_enum_variant)] // One per connection, moved once.
+enum Reader {
+    Whole(Ws),
+    Half(SplitStream<TungWs>),
+}
+
+impl Reader {
+    async fn recv(&mut self) -> Option<anyhow::Result<Incoming>> {
+        match self {
+            Reader::Whole(ws) => ws.recv().await,
+            Reader::Half(stream) => from_tung(stream.next().await),
+        }
+    }
 }
 
 /// Receives until told to stop, recording each `message` with a timestamp.
 async fn read_loop(
-    mut stream: futures_util::stream::SplitStream<Ws>,
+    mut reader: Reader,
     index: usize,
+    proto: Proto,
     stats: Arc<Stats>,
     stamp: Stamp,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
         let msg = tokio::select! {
-            m = stream.next() => m,
+            m = reader.recv() => m,
             _ = stop.changed() => return,
         };
         match msg {
-            Some(Ok(Message::Text(text))) => {
-                // A cheap look at the op: full parsing would cost the generator more
-                // than the server spends on the frame.
-                if text.starts_with(r#"{"op":"message""#) {
+            Some(Ok(Incoming::Text(text))) => {
+                // A cheap look at the frame: full parsing would cost the generator
+                // more than the server spends on it.
+                let message = match proto {
+                    Proto::Wshub => text.starts_with(r#"{"op":"message""#),
+                    Proto::Plain => true,
+                    Proto::SocketIo => socketio::is_event(&text),
+                };
+                if message {
                     match stamp.find(&text) {
                         Some(t) => stats.record(index, t),
-                        None => stats.error(format!("message without a timestamp: {text}")),
+                        None => stats.error(format!("message without a timestamp: {}", &*text)),
+                    }
+                } else if proto == Proto::SocketIo && socketio::is_ping(&text) {
+                    // Only a whole connection can answer; a publisher's stream half
+                    // cannot, which runs shorter than the ping timeout (45 s) do not
+                    // notice.
+                    if let Reader::Whole(ws) = &mut reader {
+                        let _ = ws.send_text(socketio::PONG.into()).await;
                     }
                 } else if text.starts_with(r#"{"op":"error""#) || text.contains(r#""ok":false"#) {
                     stats.refused.fetch_add(1, Ordering::Relaxed);
-                    stats.error(text.as_str());
+                    stats.error(&*text);
                 }
             }
-            Some(Ok(Message::Close(frame))) => {
+            Some(Ok(Incoming::Close(frame))) => {
                 stats.dropped.fetch_add(1, Ordering::Relaxed);
-                stats.error(format!(
-                    "connection {index} closed by the server: {frame:?}"
-                ));
+                stats.error(format!("connection {index} closed by the server: {frame}"));
                 return;
             }
             Some(Ok(_)) => {}
@@ -287,6 +363,7 @@ async fn read_loop(
 
 /// One publisher's share of the work.
 struct PublishCtx {
+    proto: Proto,
     index: usize,
     count: usize,
     /// The room name, as a JSON string.
@@ -295,7 +372,7 @@ struct PublishCtx {
     stats: Arc<Stats>,
 }
 
-type Sink = SplitSink<Ws, Message>;
+type Sink = SplitSink<TungWs, Message>;
 
 impl PublishCtx {
     /// Publishes its share; returns how many it sent, and the sink (dropped only once
@@ -374,13 +451,15 @@ impl PublishCtx {
         // 13 digits stand for the timestamp when sizing the padding.
         let bare = before.replace("{pad}", "").len() + 13 + after.replace("{pad}", "").len();
         let pad = "x".repeat(self.opts.size.saturating_sub(bare));
-        let prefix = format!(
-            r#"{{"op":"publish","room":{},"data":{}"#,
-            self.room,
-            before.replace("{pad}", &pad)
-        );
-        let suffix = format!("{}}}", after.replace("{pad}", &pad));
-        (prefix, suffix)
+        let (before, after) = (before.replace("{pad}", &pad), after.replace("{pad}", &pad));
+        match self.proto {
+            Proto::Wshub => (
+                format!(r#"{{"op":"publish","room":{},"data":{before}"#, self.room),
+                format!("{after}}}"),
+            ),
+            Proto::Plain => (before, after),
+            Proto::SocketIo => (format!(r#"42["msg",{before}"#), format!("{after}]")),
+        }
     }
 }
 

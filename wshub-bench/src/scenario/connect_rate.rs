@@ -11,14 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
 use super::Live;
 use super::proto::{join, welcome};
-use crate::conn::{Target, failure_kind};
+use crate::conn::{Proto, Target, failure_kind};
 use crate::phases::Schedule;
 use crate::report::Report;
 use crate::stats::{CpuTime, Stats, now_ns};
@@ -169,14 +168,22 @@ async fn attempt(target: &Target, stats: &Stats, counts: &Counts, opts: &Connect
         Ok(ws) => ws,
         Err(e) => return fail(failure_kind(&e), e),
     };
-    if let Err(e) = welcome(&mut ws).await {
-        return fail("welcome".into(), e);
+    // Plain WebSocket peers have neither welcome nor rooms: the authenticated
+    // handshake is the whole cycle (Socket.IO's namespace connect is part of
+    // `connect`).
+    let wshub = target.proto == Proto::Wshub;
+    if wshub {
+        if let Err(e) = welcome(&mut ws).await {
+            return fail("welcome".into(), e);
+        }
     }
     stats.record_latency(index, t0);
     stats.connected.fetch_add(1, Ordering::Relaxed);
     let room = opts.room_template.replace("{i}", &index.to_string());
-    if let Err(e) = join(&mut ws, &room, 1).await {
-        return fail("join".into(), e);
+    if wshub {
+        if let Err(e) = join(&mut ws, &room, 1).await {
+            return fail("join".into(), e);
+        }
     }
     if !opts.hold.is_zero() {
         tokio::time::sleep(opts.hold).await;
@@ -184,10 +191,6 @@ async fn attempt(target: &Target, stats: &Stats, counts: &Counts, opts: &Connect
     // A clean close, waiting (briefly) for the server's close and end of stream: the
     // server then closes the TCP connection first and keeps the TIME_WAIT, not the
     // generator, whose ephemeral ports a long run would otherwise exhaust.
-    let _ = ws.close(None).await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while let Some(Ok(_)) = ws.next().await {}
-    })
-    .await;
+    ws.close().await;
     stats.delivered.fetch_add(1, Ordering::Relaxed);
 }

@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{Live, drain, share};
-use crate::conn::{Target, Ws};
+use crate::conn::{Incoming, Target, Ws};
 use crate::phases::Schedule;
 use crate::report::Report;
 use crate::stats::{CpuTime, Stats, now_ns};
@@ -166,20 +166,20 @@ async fn closed_loop(
 ) -> anyhow::Result<()> {
     let start = Instant::now();
     while start.elapsed() < opts.duration {
-        ws.send(Message::binary(request(opts.size))).await?;
+        ws.send_binary(request(opts.size)).await?;
         stats.sent.fetch_add(1, Ordering::Relaxed);
         loop {
-            match ws.next().await.context("closed by the server")?? {
-                Message::Binary(data) => {
+            match ws.recv().await.context("closed by the server")?? {
+                Incoming::Binary(data) => {
                     stats.record(index, stamp(&data).context("echo too short")?);
                     break;
                 }
-                Message::Close(frame) => bail!("closed by the server: {frame:?}"),
+                Incoming::Close(frame) => bail!("closed by the server: {frame}"),
                 _ => {}
             }
         }
     }
-    let _ = ws.close(None).await;
+    ws.close().await;
     Ok(())
 }
 
@@ -194,7 +194,7 @@ async fn open_loop(
     stats: &Arc<Stats>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let (mut sink, mut stream) = ws.split();
+    let (mut sink, mut stream) = ws.into_tung()?.split();
     let reader_stats = stats.clone();
     tokio::spawn(async move {
         loop {

@@ -2,21 +2,23 @@
 //! reply, joining a room, and reading a connection until it ends or the run stops.
 
 use anyhow::{Context, bail};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::conn::{CONNECT_TIMEOUT, Target, Ws};
+use crate::conn::{CONNECT_TIMEOUT, Incoming, Proto, Target, Ws};
 
-/// Opens connection `index`, joins `room` (`id` 1) and waits for the reply.
+/// Opens connection `index`, joins `room` (`id` 1) and waits for the reply. Plain
+/// WebSocket and Socket.IO peers have no rooms: every connection hears every message,
+/// so there the connection alone is the join.
 pub(crate) async fn connect_and_join(
     target: &Target,
     index: usize,
     room: &str,
 ) -> anyhow::Result<Ws> {
     let mut ws = target.connect(index).await?;
-    join(&mut ws, room, 1).await?;
+    if target.proto == Proto::Wshub {
+        join(&mut ws, room, 1).await?;
+    }
     Ok(ws)
 }
 
@@ -54,7 +56,7 @@ pub(crate) async fn leave(ws: &mut Ws, room: &str, id: u64) -> anyhow::Result<()
 /// Sends `frame` (which carries `id`) and reads until its reply, within
 /// [`CONNECT_TIMEOUT`]; frames before it (the welcome, presence) are skipped.
 pub(crate) async fn request(ws: &mut Ws, frame: Value, id: u64) -> anyhow::Result<Value> {
-    ws.send(Message::text(frame.to_string())).await?;
+    ws.send_text(frame.to_string()).await?;
     tokio::time::timeout(CONNECT_TIMEOUT, async {
         loop {
             let mut v = next_json(ws).await?;
@@ -76,9 +78,13 @@ pub(crate) async fn request(ws: &mut Ws, frame: Value, id: u64) -> anyhow::Resul
 /// The next text frame, parsed.
 async fn next_json(ws: &mut Ws) -> anyhow::Result<Value> {
     loop {
-        let msg = ws.next().await.context("closed by the server")??;
-        if let Message::Text(text) = msg {
-            return serde_json::from_str(&text).context("not wshub.v1 (a frame that is not JSON)");
+        match ws.recv().await.context("closed by the server")?? {
+            Incoming::Text(text) => {
+                return serde_json::from_str(&text)
+                    .context("not wshub.v1 (a frame that is not JSON)");
+            }
+            Incoming::Close(why) => bail!("closed by the server: {why}"),
+            _ => {}
         }
     }
 }
@@ -94,7 +100,7 @@ pub(crate) enum Ended {
 
 /// Reads `ws` until `stop` turns true or the connection ends, handing every text frame
 /// to `on_text`. Reading even when nothing is measured keeps the server from seeing a
-/// slow consumer (presence diffs keep coming).
+/// slow consumer (presence diffs keep coming). Socket.IO pings are answered here.
 pub(crate) async fn read_until(
     ws: &mut Ws,
     stop: &mut watch::Receiver<bool>,
@@ -102,13 +108,18 @@ pub(crate) async fn read_until(
 ) -> Ended {
     loop {
         let msg = tokio::select! {
-            m = ws.next() => m,
+            m = ws.recv() => m,
             _ = stop.wait_for(|s| *s) => return Ended::Stopped,
         };
         match msg {
-            Some(Ok(Message::Text(text))) => on_text(&text),
-            Some(Ok(Message::Close(frame))) => {
-                return Ended::Closed(format!("closed by the server: {frame:?}"));
+            Some(Ok(Incoming::Text(text))) if crate::socketio::is_ping(&text) => {
+                if let Err(e) = ws.send_text(crate::socketio::PONG.into()).await {
+                    return Ended::Closed(e.to_string());
+                }
+            }
+            Some(Ok(Incoming::Text(text))) => on_text(&text),
+            Some(Ok(Incoming::Close(frame))) => {
+                return Ended::Closed(format!("closed by the server: {frame}"));
             }
             Some(Ok(_)) => {}
             Some(Err(e)) => return Ended::Closed(e.to_string()),

@@ -105,3 +105,59 @@ pub fn assert_complete(r: &Report) {
     assert!(r.latency.max_us < 10_000_000.0, "{}", r.table());
     assert!(r.generator_cpu_s > 0.0);
 }
+
+/// A relay on wshub's engine: every text message to every client, the sender
+/// included, as the seeds' `ws` broadcast server does. With `socketio`, it speaks the
+/// engine.io v4 / Socket.IO framing as the Socket.IO server does (open packet, `40`
+/// namespace connect answered `40{"sid":..}`, `42` events relayed) and pings every
+/// client once on connect, which the generator must answer with `3` before the
+/// connection counts as open. Returns its URL.
+pub async fn serve_relay(socketio: bool) -> String {
+    use std::sync::{Arc, Mutex};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let url = if socketio {
+        format!("ws://{addr}/socket.io/?EIO=4&transport=websocket")
+    } else {
+        format!("ws://{addr}/")
+    };
+    let clients: Arc<Mutex<Vec<wshub::ws::Outbound>>> = Arc::default();
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = listener.accept().await.unwrap();
+            let clients = clients.clone();
+            tokio::spawn(async move {
+                let hs = HandshakeConfig::default();
+                let Ok(mut ws) = accept(stream, Some(peer), &hs, WsConfig::default()).await else {
+                    return;
+                };
+                use wshub::ws::Message;
+                if socketio {
+                    let open = r#"0{"sid":"s","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#;
+                    ws.send(Message::text(open)).await.unwrap();
+                    match ws.recv().await {
+                        Ok(Some(m)) if m.as_text() == Some("40") => {}
+                        other => panic!("expected 40, got {other:?}"),
+                    }
+                    ws.send(Message::text("2")).await.unwrap();
+                    match ws.recv().await {
+                        Ok(Some(m)) if m.as_text() == Some("3") => {}
+                        other => panic!("expected the pong 3, got {other:?}"),
+                    }
+                    ws.send(Message::text(r#"40{"sid":"n"}"#)).await.unwrap();
+                }
+                clients.lock().unwrap().push(ws.outbound());
+                while let Ok(Some(msg)) = ws.recv().await {
+                    let relay = !socketio || msg.as_text().is_some_and(|t| t.starts_with("42"));
+                    if relay {
+                        let prepared = wshub::ws::PreparedMessage::new(msg);
+                        for c in clients.lock().unwrap().iter() {
+                            let _ = c.try_send(&prepared);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    url
+}
