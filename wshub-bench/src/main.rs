@@ -8,7 +8,10 @@
 //! cargo run --release -p wshub-bench -- idle ws://127.0.0.1:8080/ --connections 10000 --server-pid PID
 //! cargo run --release -p wshub-bench -- connect-rate ws://127.0.0.1:8080/ --rate 500 --duration 10s --jwt-secret S
 //! cargo run --release -p wshub-bench -- presence-churn ws://127.0.0.1:8080/ --members 100 --churners 10 --rate 50
-//! cargo run --release -p wshub-bench -- reconnect-storm ws://127.0.0.1:8080/ --connections 1000 --cut-after 2s
+//! cargo run --release -p wshub-bench -- reconnect-storm ws://127.0.0.1:8080/ --connections 1000 --cut-after 2s --publish-rate 200
+//! cargo run --release -p wshub-bench -- broadcast ws://127.0.0.1:9001/ --proto plain --subscribers 1000 --messages 2000
+//! cargo run --release -p wshub-bench -- broadcast 'ws://127.0.0.1:9002/socket.io/?EIO=4&transport=websocket' --proto socketio
+//! cargo run --release -p wshub-bench -- broadcast wss://localhost:8443/ --ca-file cert.pem --deflate --size 1536
 //! ```
 
 use std::time::Duration;
@@ -165,6 +168,11 @@ enum Scenario {
         /// How long a client keeps trying to reconnect.
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         give_up: Duration,
+        /// Publishes per second into the rooms (from one more connection, never cut)
+        /// while the clients are away: they rejoin with `since` and the report counts
+        /// recovered and not-recovered rejoins, gaps and duplicates.
+        #[arg(long)]
+        publish_rate: Option<f64>,
     },
 }
 
@@ -445,6 +453,7 @@ async fn run(scenario: Scenario) -> anyhow::Result<Report> {
             backoff_base,
             backoff_cap,
             give_up,
+            publish_rate,
         } => {
             let target = base.wshub(auth).await?;
             let opts = reconnect_storm::ReconnectStormOpts {
@@ -456,6 +465,7 @@ async fn run(scenario: Scenario) -> anyhow::Result<Report> {
                 backoff_base,
                 backoff_cap,
                 give_up,
+                publish_rate,
                 connect_concurrency: base.connect_concurrency,
                 progress: !base.quiet,
             };

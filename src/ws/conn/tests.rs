@@ -344,3 +344,64 @@ async fn a_close_queued_while_the_write_is_stuck_ends_within_close_timeout() {
         "closing took {took:?}"
     );
 }
+
+/// Inline writes (plain TCP): while the reader reads nothing, frames go out from the
+/// sender's task until the socket is full, one of them only in part; the connection's
+/// task then finishes that frame before anything else, and every message arrives
+/// whole and in order. A ping queued behind the cut frame must not split it.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_writes_finish_a_cut_frame_before_anything_else() {
+    use std::os::fd::AsRawFd;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    let fd = server.as_raw_fd();
+    let cfg = WsConfig::default().with_max_queued_bytes(256 << 20);
+    let mut ws = WebSocket::from_parts(server, Role::Server, cfg, None, BytesMut::new());
+    ws.enable_inline_writes(fd);
+    let out = ws.outbound();
+
+    // Send until a frame was cut (the socket buffers are full), then a few more that
+    // queue behind it, then a ping.
+    let msg = |i: usize| Message::binary(vec![(i % 251) as u8; 64 * 1024]);
+    let mut sent = 0;
+    while out.0.lock().partial.is_none() {
+        assert!(sent < 2000, "the socket never filled up");
+        out.try_send(&PreparedMessage::new(msg(sent))).unwrap();
+        sent += 1;
+    }
+    assert!(sent > 1, "the first frame went out whole");
+    for _ in 0..3 {
+        out.try_send(&PreparedMessage::new(msg(sent))).unwrap();
+        sent += 1;
+    }
+    out.ping();
+
+    // Now the connection's task runs, and the client reads.
+    let task = tokio::spawn(async move { ws.recv().await.map(|_| ()) });
+    let mut peer = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        client,
+        tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    use futures_util::StreamExt;
+    let mut got = 0;
+    while got < sent {
+        match peer.next().await.unwrap().unwrap() {
+            tungstenite::Message::Binary(b) => {
+                assert_eq!(b.len(), 64 * 1024, "message {got} cut");
+                assert!(
+                    b.iter().all(|&x| x == (got % 251) as u8),
+                    "message {got} mixed"
+                );
+                got += 1;
+            }
+            tungstenite::Message::Ping(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    task.abort();
+}

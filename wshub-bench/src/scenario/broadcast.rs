@@ -379,8 +379,8 @@ impl PublishCtx {
     /// the run is over, so the connection stays open through the drain).
     async fn publish(self, mut sink: Sink) -> (u64, Sink) {
         let cap = self.opts.messages.map(|m| share(m, self.index, self.count));
-        let (prefix, suffix) = self.frame_parts();
-        let frame = |t: u64| Message::text(format!("{prefix}{t}{suffix}"));
+        let mut frames = self.frames();
+        let mut frame = |t: u64| Message::text(frames.next(t));
         let mut sent = 0u64;
         let start = Instant::now();
         let result: anyhow::Result<()> = async {
@@ -441,8 +441,8 @@ impl PublishCtx {
         (sent, sink)
     }
 
-    /// The publish frame around the timestamp: everything before `{t}` and after it.
-    fn frame_parts(&self) -> (String, String) {
+    /// The publish frames of this publisher.
+    fn frames(&self) -> Frames {
         let (before, after) = self
             .opts
             .data_template
@@ -450,16 +450,73 @@ impl PublishCtx {
             .expect("checked by Stamp::new");
         // 13 digits stand for the timestamp when sizing the padding.
         let bare = before.replace("{pad}", "").len() + 13 + after.replace("{pad}", "").len();
-        let pad = "x".repeat(self.opts.size.saturating_sub(bare));
-        let (before, after) = (before.replace("{pad}", &pad), after.replace("{pad}", &pad));
-        match self.proto {
+        let pad_len = self.opts.size.saturating_sub(bare);
+        let (prefix, suffix) = match self.proto {
             Proto::Wshub => (
                 format!(r#"{{"op":"publish","room":{},"data":{before}"#, self.room),
                 format!("{after}}}"),
             ),
-            Proto::Plain => (before, after),
+            Proto::Plain => (before.to_owned(), after.to_owned()),
             Proto::SocketIo => (format!(r#"42["msg",{before}"#), format!("{after}]")),
+        };
+        Frames::new(prefix, suffix, pad_len, self.index as u64)
+    }
+}
+
+/// Builds publish frames: the template around the timestamp, its `{pad}` filled with
+/// text that differs from message to message. Text, not one repeated byte: deflate
+/// shrinks a run of `x`s to nearly nothing at nearly no cost, and a server keeping
+/// its compression context across messages would find every message in the last
+/// one; words drawn at random compress about as chat text does (3 to 4 times).
+struct Frames {
+    prefix: String,
+    suffix: String,
+    pad_len: usize,
+    /// Random words to take each message's padding from, at a moving offset.
+    text: String,
+    count: usize,
+}
+
+impl Frames {
+    fn new(prefix: String, suffix: String, pad_len: usize, seed: u64) -> Frames {
+        const WORDS: &[&str] = &[
+            "the", "room", "message", "hello", "world", "presence", "join", "leave", "chat",
+            "user", "typing", "online", "away", "reply", "thread", "emoji", "link", "image",
+            "today", "meeting", "later", "thanks", "yes", "no", "maybe", "build", "deploy",
+            "server", "client", "socket", "latency", "queue", "batch", "ready", "done", "wait",
+        ];
+        let mut text = String::new();
+        if prefix.contains("{pad}") || suffix.contains("{pad}") {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            while text.len() < pad_len + 64 * 1024 {
+                text.push_str(WORDS[rng.usize(..WORDS.len())]);
+                text.push(' ');
+            }
         }
+        Frames {
+            prefix,
+            suffix,
+            pad_len,
+            text,
+            count: 0,
+        }
+    }
+
+    /// The next frame, carrying timestamp `t`.
+    fn next(&mut self, t: u64) -> String {
+        if self.text.is_empty() {
+            return format!("{}{t}{}", self.prefix, self.suffix);
+        }
+        // A step that is not a multiple of a word's length, so offsets wander.
+        let span = self.text.len() - self.pad_len;
+        let at = (self.count * 7919) % span.max(1);
+        self.count += 1;
+        let pad = &self.text[at..at + self.pad_len];
+        format!(
+            "{}{t}{}",
+            self.prefix.replace("{pad}", pad),
+            self.suffix.replace("{pad}", pad)
+        )
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, watch};
 
 use super::proto::{Ended, join, read_until};
 use super::{Live, wait_settled};
-use crate::conn::Target;
+use crate::conn::{Proto, Target};
 use crate::report::Report;
 use crate::stats::{CpuTime, Stats, rss_kib};
 
@@ -83,7 +83,12 @@ pub async fn run(target: Target, opts: IdleOpts) -> anyhow::Result<Report> {
             let permit = gate.acquire_owned().await.expect("never closed");
             let joined = async {
                 let mut ws = target.connect(index).await?;
-                let reply = join(&mut ws, &room, 1).await?;
+                // Plain WebSocket and Socket.IO peers have no rooms: an open
+                // connection (for Socket.IO, connected to its namespace) is the hold.
+                let reply = match target.proto {
+                    Proto::Wshub => join(&mut ws, &room, 1).await?,
+                    _ => serde_json::Value::Null,
+                };
                 anyhow::Ok((ws, reply))
             };
             let mut ws = match joined.await {

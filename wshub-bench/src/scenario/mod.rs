@@ -88,13 +88,30 @@ impl Live {
     }
 }
 
-/// Waits until `stats.delivered` reaches `expected` or `limit` passes; returns when the
-/// last delivery counted arrived, measured from `start`.
+/// How long the drain waits with nothing delivered before it gives up on the rest: a
+/// server that lost messages (or a connection) would otherwise hold every run for the
+/// whole drain limit, while a slow one still delivers something every few
+/// milliseconds.
+pub const DRAIN_QUIET: Duration = Duration::from_secs(3);
+
+/// Waits until `stats.delivered` reaches `expected`, nothing arrived for
+/// [`DRAIN_QUIET`], or `limit` passes.
 pub(crate) async fn drain(stats: &Stats, expected: u64, limit: Duration) {
     let deadline = Instant::now() + limit;
+    let mut last = (Instant::now(), stats.delivered.load(Ordering::Relaxed));
     // Polling a counter: the generator's own bookkeeping, 10 ms granularity is plenty
     // next to a drain limit of seconds.
-    while stats.delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+    loop {
+        let now = Instant::now();
+        let delivered = stats.delivered.load(Ordering::Relaxed);
+        if delivered >= expected || now >= deadline {
+            return;
+        }
+        if delivered != last.1 {
+            last = (now, delivered);
+        } else if now.duration_since(last.0) >= DRAIN_QUIET {
+            return;
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -38,7 +38,19 @@ pub(crate) async fn welcome(ws: &mut Ws) -> anyhow::Result<String> {
 
 /// Joins `room` with request `id` and waits for the reply; returns the reply's `data`.
 pub(crate) async fn join(ws: &mut Ws, room: &str, id: u64) -> anyhow::Result<Value> {
-    let frame = serde_json::json!({"op": "join", "room": room, "id": id});
+    join_with(ws, room, id, serde_json::Map::new()).await
+}
+
+/// Joins `room` with request `id` and the join's optional fields in `extra` (`since`,
+/// `history`), and waits for the reply; returns the reply's `data`.
+pub(crate) async fn join_with(
+    ws: &mut Ws,
+    room: &str,
+    id: u64,
+    extra: serde_json::Map<String, Value>,
+) -> anyhow::Result<Value> {
+    let mut frame = serde_json::json!({"op": "join", "room": room, "id": id});
+    frame.as_object_mut().expect("an object").extend(extra);
     request(ws, frame, id)
         .await
         .with_context(|| format!("join {room}"))

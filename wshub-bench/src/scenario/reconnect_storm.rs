@@ -9,6 +9,16 @@
 //! join reply on the new one, backoff included: the latency histogram is that
 //! distribution. Backoff before attempt n (from 0) is uniform in
 //! `[0, min(cap, base * 2^n)]` ("full jitter"), so even the first attempts spread out.
+//!
+//! Recovery (`PROTOCOL.md` section 9): with `publish_rate`, one more connection (never
+//! cut) joins every room and publishes into them throughout, so that messages are
+//! missed while the clients are away. Each client keeps the position (`epoch`, `seq`)
+//! of the last message it received and rejoins with `since` set to it; the report
+//! counts the rejoins the server recovered and those it did not (another epoch after
+//! a restart of a server keeping history in memory, or too much missed), the messages
+//! replayed, and, over every client's whole run, the gaps (messages skipped within an
+//! epoch) and duplicates (a `seq` received twice). A correct server shows no gap and
+//! no duplicate after a recovered rejoin.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,9 +30,9 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{Semaphore, watch};
 
-use super::proto::{Ended, connect_and_join, read_until};
+use super::proto::{Ended, connect_and_join, join_with, read_until};
 use super::{Live, wait_settled};
-use crate::conn::{Target, failure_kind};
+use crate::conn::{Incoming, Target, failure_kind};
 use crate::report::Report;
 use crate::stats::{CpuTime, Stats, now_ns};
 
@@ -55,6 +65,10 @@ pub struct ReconnectStormOpts {
     /// Connections opened at once before the storm (the reconnects are not gated:
     /// their jitter is what spreads them).
     pub connect_concurrency: usize,
+    /// Publishes per second (over all rooms, from one extra connection that is never
+    /// cut) from the moment all have joined until the end; `None` publishes nothing
+    /// and the rejoins test no recovery.
+    pub publish_rate: Option<f64>,
     /// Show the live view.
     #[serde(skip)]
     pub progress: bool,
@@ -79,6 +93,7 @@ impl Default for ReconnectStormOpts {
             backoff_cap: Duration::from_secs(10),
             give_up: Duration::from_secs(60),
             connect_concurrency: 256,
+            publish_rate: None,
             progress: true,
         }
     }
@@ -95,6 +110,35 @@ struct Storm {
     dropped_again: AtomicU64,
     /// When the first connection ended ([`now_ns`]).
     first_drop_ns: AtomicU64,
+    /// Rejoins with `since` that the server answered `recovered: true`.
+    recovered: AtomicU64,
+    /// Rejoins with `since` answered `recovered: false`.
+    not_recovered: AtomicU64,
+    /// Messages replayed after rejoin replies.
+    replayed: AtomicU64,
+    /// Messages with a position received, replayed or live.
+    messages: AtomicU64,
+    /// Messages skipped within an epoch: a `seq` more than one past the last.
+    gaps: AtomicU64,
+    /// Messages whose `seq` was not past the last one received (same epoch).
+    duplicates: AtomicU64,
+}
+
+/// Where a client is in its room's stream: the last message it received.
+#[derive(Debug, Clone)]
+struct Position {
+    epoch: String,
+    seq: u64,
+}
+
+impl Position {
+    /// The position a join reply gives (none when the namespace keeps no history).
+    fn of_reply(data: &serde_json::Value) -> Option<Position> {
+        Some(Position {
+            epoch: data["epoch"].as_str()?.to_owned(),
+            seq: data["seq"].as_u64()?,
+        })
+    }
 }
 
 /// The backoff before attempt `n` (from 0): uniform in `[0, min(cap, base * 2^n)]`.
@@ -115,6 +159,12 @@ pub async fn run(target: Target, opts: ReconnectStormOpts) -> anyhow::Result<Rep
         gave_up: AtomicU64::new(0),
         dropped_again: AtomicU64::new(0),
         first_drop_ns: AtomicU64::new(u64::MAX),
+        recovered: AtomicU64::new(0),
+        not_recovered: AtomicU64::new(0),
+        replayed: AtomicU64::new(0),
+        messages: AtomicU64::new(0),
+        gaps: AtomicU64::new(0),
+        duplicates: AtomicU64::new(0),
     });
     let live = Live::start(
         stats.clone(),
@@ -146,6 +196,19 @@ pub async fn run(target: Target, opts: ReconnectStormOpts) -> anyhow::Result<Rep
     wait_settled(&stats, opts.connections as u64).await;
     let connect = connect_start.elapsed();
     let connected = stats.connected.load(Ordering::Relaxed);
+    let publisher = match opts.publish_rate {
+        Some(rate) if rate > 0.0 => {
+            let rooms: Vec<String> = (0..opts.rooms)
+                .map(|r| opts.room_template.replace("{r}", &r.to_string()))
+                .collect();
+            let mut ws = connect_and_join(&target, opts.connections, &rooms[0]).await?;
+            for (i, room) in rooms.iter().enumerate().skip(1) {
+                join_with(&mut ws, room, 1 + i as u64, serde_json::Map::new()).await?;
+            }
+            Some(tokio::spawn(publish(ws, rooms, rate, stop_rx.clone())))
+        }
+        _ => None,
+    };
 
     let cpu_start = CpuTime::now();
     match opts.cut_after {
@@ -189,6 +252,10 @@ pub async fn run(target: Target, opts: ReconnectStormOpts) -> anyhow::Result<Rep
     for t in tasks {
         let _ = t.await;
     }
+    let published = match publisher {
+        Some(p) => Some(p.await??),
+        None => None,
+    };
     live.finish();
 
     let dropped = stats.dropped.load(Ordering::Relaxed);
@@ -221,6 +288,16 @@ pub async fn run(target: Target, opts: ReconnectStormOpts) -> anyhow::Result<Rep
         json!(storm.dropped_again.load(Ordering::Relaxed)),
     );
     d.insert("storm_s".into(), json!(storm_time.as_secs_f64()));
+    if let Some(published) = published {
+        let n = |c: &AtomicU64| json!(c.load(Ordering::Relaxed));
+        d.insert("published".into(), json!(published));
+        d.insert("messages_received".into(), n(&storm.messages));
+        d.insert("recovered".into(), n(&storm.recovered));
+        d.insert("not_recovered".into(), n(&storm.not_recovered));
+        d.insert("replayed".into(), n(&storm.replayed));
+        d.insert("gaps".into(), n(&storm.gaps));
+        d.insert("duplicates".into(), n(&storm.duplicates));
+    }
     Ok(report)
 }
 
@@ -252,10 +329,13 @@ impl Client {
         };
         drop(permit);
         stats.connected.fetch_add(1, Ordering::Relaxed);
-        let ended = read_until(&mut ws, &mut cut, |_| {}).await;
+        // The first join's reply came and went inside `connect_and_join`: the
+        // position starts at the first message received.
+        let mut pos: Option<Position> = None;
+        let ended = read_until(&mut ws, &mut cut, |t| self.track(t, &mut pos)).await;
         if matches!(ended, Ended::Stopped) && self.opts.cut_after.is_none() {
             // Waited for the server, which never cut this one.
-            let _ = read_until(&mut ws, &mut stop, |_| {}).await;
+            let _ = read_until(&mut ws, &mut stop, |t| self.track(t, &mut pos)).await;
             return;
         }
         // Cut: dropping the socket closes it without a close handshake, as a lost
@@ -271,7 +351,7 @@ impl Client {
             let backoff = full_jitter(self.opts.backoff_base, self.opts.backoff_cap, attempt);
             tokio::time::sleep(backoff).await;
             stats.sent.fetch_add(1, Ordering::Relaxed);
-            match connect_and_join(&self.target, index, &self.room).await {
+            match self.rejoin(&mut pos).await {
                 Ok(ws) => break ws,
                 Err(e) => {
                     *self
@@ -291,9 +371,107 @@ impl Client {
             }
         };
         stats.record(index, lost);
-        if let Ended::Closed(why) = read_until(&mut ws, &mut stop, |_| {}).await {
+        if let Ended::Closed(why) =
+            read_until(&mut ws, &mut stop, |t| self.track(t, &mut pos)).await
+        {
             self.storm.dropped_again.fetch_add(1, Ordering::Relaxed);
             stats.error(format!("connection {index} after reconnecting: {why}"));
+        }
+    }
+}
+
+impl Client {
+    /// Connects and joins again, with `since` at `pos` when it has one; counts the
+    /// reply's verdict and moves `pos` to the reply's position when nothing (or not
+    /// everything) is recovered.
+    async fn rejoin(&self, pos: &mut Option<Position>) -> anyhow::Result<crate::conn::Ws> {
+        let mut ws = self.target.connect(self.index).await?;
+        let mut extra = serde_json::Map::new();
+        if let Some(p) = pos.as_ref() {
+            extra.insert("since".into(), json!({"seq": p.seq, "epoch": p.epoch}));
+        }
+        let reply = join_with(&mut ws, &self.room, 1, extra).await?;
+        let replayed = reply["replayed"].as_u64().unwrap_or(0);
+        self.storm.replayed.fetch_add(replayed, Ordering::Relaxed);
+        match reply["recovered"].as_bool() {
+            // The replayed messages follow, from `since` on: `pos` stays.
+            Some(true) => {
+                self.storm.recovered.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(false) => {
+                self.storm.not_recovered.fetch_add(1, Ordering::Relaxed);
+                *pos = Position::of_reply(&reply);
+            }
+            None => *pos = Position::of_reply(&reply),
+        }
+        Ok(ws)
+    }
+
+    /// Follows the position through a received frame, counting gaps and duplicates.
+    fn track(&self, text: &str, pos: &mut Option<Position>) {
+        if !text.starts_with(r#"{"op":"message""#) {
+            return;
+        }
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+            return;
+        };
+        let (Some(seq), Some(epoch)) = (v["seq"].as_u64(), v["epoch"].as_str()) else {
+            return;
+        };
+        self.storm.messages.fetch_add(1, Ordering::Relaxed);
+        match pos {
+            Some(p) if p.epoch == epoch => {
+                if seq <= p.seq {
+                    self.storm.duplicates.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                self.storm
+                    .gaps
+                    .fetch_add(seq - p.seq - 1, Ordering::Relaxed);
+                p.seq = seq;
+            }
+            // The first message, or a new stream: nothing to compare with.
+            _ => {
+                *pos = Some(Position {
+                    epoch: epoch.to_owned(),
+                    seq,
+                })
+            }
+        }
+    }
+}
+
+/// Publishes `rate` messages per second round-robin over `rooms` until `stop` or until
+/// its connection ends (a server restart ends it too: it does not reconnect, so the
+/// rejoins then find only what was published before), reading (and ignoring) what
+/// comes back; returns how many it published.
+async fn publish(
+    mut ws: crate::conn::Ws,
+    rooms: Vec<String>,
+    rate: f64,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<u64> {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sent = 0u64;
+    loop {
+        // Only one of the two borrows `ws` at a time: the select yields what happened,
+        // the send comes after.
+        let publish_now = tokio::select! {
+            _ = tick.tick() => true,
+            m = ws.recv() => match m {
+                Some(Ok(Incoming::Close(_)) | Err(_)) | None => return Ok(sent),
+                Some(Ok(_)) => false,
+            },
+            _ = stop.wait_for(|s| *s) => return Ok(sent),
+        };
+        if publish_now {
+            let room = &rooms[sent as usize % rooms.len()];
+            let frame = json!({"op": "publish", "room": room, "data": {"n": sent}});
+            if ws.send_text(frame.to_string()).await.is_err() {
+                return Ok(sent);
+            }
+            sent += 1;
         }
     }
 }
