@@ -20,13 +20,6 @@ use crate::session;
 use crate::ws::handshake::{HandshakeConfig, accept_request};
 use crate::ws::{WebSocket, WsConfig};
 
-/// A socket's descriptor, for writes by senders (`WebSocket::enable_inline_writes`).
-#[cfg(unix)]
-type InlineFd = std::os::fd::RawFd;
-/// Elsewhere there is nothing to write to directly.
-#[cfg(not(unix))]
-type InlineFd = std::convert::Infallible;
-
 #[cfg(feature = "axum")]
 mod serve_axum;
 
@@ -75,20 +68,8 @@ impl Hub {
                 let Ok(Some((stream, origin))) = header.await else {
                     return;
                 };
-                // Plain TCP: senders may write to the socket directly (Rewind only
-                // changes reads).
-                #[cfg(unix)]
-                let inline_fd = Some(std::os::fd::AsRawFd::as_raw_fd(stream.get_ref()));
-                #[cfg(not(unix))]
-                let inline_fd = None;
                 conn_hub
-                    .serve_accepted_inline(
-                        stream,
-                        Some(origin),
-                        deadline,
-                        Some(pending.guard),
-                        inline_fd,
-                    )
+                    .serve_accepted(stream, Some(origin), deadline, Some(pending.guard))
                     .await;
             });
         })
@@ -248,23 +229,6 @@ impl Hub {
     ) where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        self.serve_accepted_inline(stream, origin, deadline, pending, None)
-            .await
-    }
-
-    /// [`serve_accepted`](Self::serve_accepted), with `inline_fd` the stream's own TCP
-    /// socket when senders may write to it directly (see
-    /// `WebSocket::enable_inline_writes`): plain TCP only.
-    async fn serve_accepted_inline<S>(
-        &self,
-        stream: S,
-        origin: Option<Origin>,
-        deadline: Instant,
-        pending: Option<PendingGuard>,
-        inline_fd: Option<InlineFd>,
-    ) where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
         // The handshake runs in its own allocation, freed when it ends: awaited inline,
         // its state (request, headers, timers) would stay in every connection's task
         // for the connection's whole life.
@@ -273,8 +237,7 @@ impl Hub {
             tokio::time::timeout_at(deadline, Box::pin(self.upgrade(stream, origin))).await;
         // Upgraded or refused, the connection is no longer pending.
         drop(pending);
-        #[allow(unused_mut)] // Mutated on unix only.
-        let (mut ws, identity, slot, client) = match upgraded {
+        let (ws, identity, slot, client) = match upgraded {
             Ok(Some(upgraded)) => upgraded,
             Ok(None) => return,
             Err(_) => {
@@ -285,12 +248,6 @@ impl Hub {
                 return;
             }
         };
-        #[cfg(unix)]
-        if let Some(fd) = inline_fd {
-            ws.enable_inline_writes(fd);
-        }
-        #[cfg(not(unix))]
-        let _ = inline_fd;
         if let Some(metrics) = self.metrics() {
             // From accept (the deadline is `handshake_timeout` after it) to the 101.
             let accepted = deadline - self.config().handshake_timeout;

@@ -18,6 +18,7 @@ A=$1 B=$2
 ROUNDS=${ROUNDS:-5}
 SCENARIO=${SCENARIO:-paced}
 OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 GEN=${CARGO_TARGET_DIR:-$ROOT/target}/release/wshub-bench
 PORT=9199
 
@@ -36,6 +37,7 @@ one() { # SIDE BIN ROUND
   local side=$1 bin=$2 round=$3
   PORT=$PORT taskset -c 0 "$bin" >/dev/null 2>&1 &
   local pid=$!
+  SERVER_PID=$pid
   for _ in $(seq 200); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
     sleep 0.05
@@ -47,6 +49,8 @@ one() { # SIDE BIN ROUND
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
+SERVER_PID=
+trap '[ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true' EXIT
 for r in $(seq "$ROUNDS"); do
   if [ $((r % 2)) -eq 1 ]; then one a "$A" "$r"; one b "$B" "$r"; else one b "$B" "$r"; one a "$A" "$r"; fi
 done

@@ -26,11 +26,6 @@ impl<S> Rewind<S> {
     pub(crate) fn new(inner: S, prefix: Bytes) -> Self {
         Rewind { prefix, inner }
     }
-
-    /// The stream under the prefix.
-    pub(crate) fn get_ref(&self) -> &S {
-        &self.inner
-    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {

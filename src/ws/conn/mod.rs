@@ -95,20 +95,6 @@ pub struct WebSocket<S> {
     /// observer): the pong's arrival gives the round trip.
     #[cfg(feature = "metrics")]
     ping_sent: Option<tokio::time::Instant>,
-    /// Senders may write to the socket themselves (see `enable_inline_writes`): the
-    /// descriptor must be taken back from them before the stream closes.
-    inline: bool,
-}
-
-impl<S> Drop for WebSocket<S> {
-    fn drop(&mut self) {
-        // Before the fields (the stream, and its descriptor) are dropped: once this
-        // lock is released no sender can write to the socket any more.
-        #[cfg(unix)]
-        if self.inline {
-            self.shared.lock().inline_fd = None;
-        }
-    }
 }
 
 impl<S> fmt::Debug for WebSocket<S> {
@@ -180,17 +166,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             observer: None,
             #[cfg(feature = "metrics")]
             ping_sent: None,
-            inline: false,
         }
     }
 
     /// Reports this connection's traffic and ping round trips to `observer` from now on.
     #[cfg(feature = "metrics")]
     pub(crate) fn set_observer(&mut self, observer: Arc<dyn ConnObserver>) {
-        #[cfg(unix)]
-        if self.inline {
-            self.shared.lock().inline_observer = Some(observer.clone());
-        }
         self.observer = Some(observer);
     }
 
@@ -202,26 +183,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// (the hub takes the connection out of its rooms here).
     pub fn on_error_close(&mut self, f: impl FnOnce() + Send + 'static) {
         self.on_error_close = Some(Box::new(f));
-    }
-
-    /// Lets senders ([`Outbound::try_send`]) write to the socket `fd` from their own
-    /// task when the connection has nothing queued and nothing of its own to write,
-    /// instead of queueing and waking the connection's task: one `send` per delivery
-    /// rather than a wake-up, a poll and a second lock. `fd` must be this connection's
-    /// own TCP socket (the stream's descriptor, in non-blocking mode, with nothing
-    /// between it and the socket on the write side, such as TLS); it is forgotten,
-    /// under the queue's lock, when the connection is dropped. A metrics observer is
-    /// told of inline writes too, by the sender.
-    #[cfg(unix)]
-    pub(crate) fn enable_inline_writes(&mut self, fd: std::os::fd::RawFd) {
-        let mut q = self.shared.lock();
-        q.inline_fd = Some(fd);
-        #[cfg(feature = "metrics")]
-        {
-            q.inline_observer = self.observer.clone();
-        }
-        drop(q);
-        self.inline = true;
     }
 
     /// A handle for sending from other tasks.

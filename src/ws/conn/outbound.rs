@@ -86,24 +86,6 @@ pub(super) struct Queue {
     /// together with `closing`, once; a boxed reason keeps an open connection's queue
     /// at one pointer's worth of extra state.
     pub(super) close_record: Option<CloseRecord>,
-    /// The socket, for writes made by the sender's own task ("inline", see
-    /// [`Shared::enqueue`]): set only for plain TCP connections
-    /// ([`WebSocket::enable_inline_writes`](super::WebSocket::enable_inline_writes)),
-    /// cleared under this lock by the connection's `Drop` before the socket closes, so
-    /// a sender never writes to a closed (or reused) descriptor.
-    #[cfg(unix)]
-    pub(super) inline_fd: Option<std::os::fd::RawFd>,
-    /// The connection's observer, told of what senders write inline as the task tells
-    /// it of its own writes (its counters are per thread: any task may add).
-    #[cfg(all(unix, feature = "metrics"))]
-    pub(super) inline_observer: Option<Arc<dyn super::ConnObserver>>,
-    /// The connection task holds frames of its own not yet written (its batch): a
-    /// sender writing now would jump ahead of them. Set and cleared by the task's
-    /// refill, under this lock.
-    pub(super) task_busy: bool,
-    /// The rest of a frame a sender wrote only partly inline: it goes out before
-    /// anything else the task writes.
-    pub(super) partial: Option<Bytes>,
 }
 
 /// The close that began a connection's closing handshake (see
@@ -159,42 +141,6 @@ impl Shared {
         if bounded && q.bytes > 0 && q.bytes + frame.len() > self.max_queued_bytes {
             return Err(SendError::Full);
         }
-        #[cfg(unix)]
-        if let Some(fd) = q.inline_fd {
-            // Write it here when nothing is ahead of it: a paced publish then costs each
-            // idle subscriber one `send` instead of a wake-up of its task, which would
-            // lock this queue again, write, then register its waker (the wake-up,
-            // scheduling and poll were most of a delivery's cost besides the write).
-            // The lock stays held across the non-blocking write so that no other
-            // sender and no refill can slip a frame in between.
-            let idle = q.items.is_empty()
-                && q.partial.is_none()
-                && !q.task_busy
-                && !q.writer_parked
-                && q.pong.is_none()
-                && !q.ping
-                && q.close.is_none();
-            if idle {
-                let sent = inline_send(fd, &frame);
-                #[cfg(feature = "metrics")]
-                if let (Some(n), Some(observer)) = (sent, &q.inline_observer) {
-                    observer.written(n);
-                    observer.payload_sent(msg.payload().len());
-                }
-                match sent {
-                    Some(n) if n == frame.len() => return Ok(false),
-                    Some(n) => {
-                        // The socket took part of it: the task writes the rest when the
-                        // socket has room, before anything else.
-                        q.bytes += frame.len() - n;
-                        q.partial = Some(frame.slice(n..));
-                        return Ok(!q.writer_parked);
-                    }
-                    // Full (or failing: the task finds out why): queue it as usual.
-                    None => {}
-                }
-            }
-        }
         q.bytes += frame.len();
         #[cfg(feature = "metrics")]
         {
@@ -206,24 +152,6 @@ impl Shared {
 
     pub(super) fn close_frame(&self, code: CloseCode, reason: &str) -> Bytes {
         frame::encode_close(code.into(), reason, self.mask())
-    }
-}
-
-/// Writes `buf` to socket `fd` without blocking; how many bytes went out, or `None` when
-/// none did (the socket is full, or failed).
-#[cfg(unix)]
-fn inline_send(fd: std::os::fd::RawFd, buf: &[u8]) -> Option<usize> {
-    use std::io::Write;
-    use std::os::fd::FromRawFd;
-    // SAFETY: `fd` is the open socket of a live connection: `Queue::inline_fd` is
-    // cleared under the queue's lock (held by our caller) before the socket is closed.
-    // `ManuallyDrop`: the descriptor is borrowed, never closed here. The socket is in
-    // non-blocking mode (tokio's), so the write never waits; std sends with
-    // MSG_NOSIGNAL, so a peer gone away is an error, not a SIGPIPE.
-    let sock = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
-    match (&*sock).write(buf) {
-        Ok(n) if n > 0 => Some(n),
-        _ => None,
     }
 }
 

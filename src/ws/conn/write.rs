@@ -23,11 +23,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     fn refill(&mut self) {
         let mut q = self.shared.lock();
         q.writer_parked = false;
-        // The rest of a frame a sender began inline comes first: nothing may split it.
-        if let Some(rest) = q.partial.take() {
-            self.wbatch.push_back(rest);
-            q.bytes = 0;
-        }
         if let Some(pong) = q.pong.take() {
             self.wbatch.push_back(pong);
         }
@@ -59,8 +54,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             self.wbatch.push_back(close);
             self.close_in_batch = true;
         }
-        // Senders write inline only while this task has nothing of its own to write.
-        q.task_busy = !self.wbatch.is_empty();
         drop(q);
         if !self.stream.is_write_vectored() && self.wbatch.len() > 1 {
             self.coalesce();
