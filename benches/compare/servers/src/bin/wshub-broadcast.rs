@@ -6,6 +6,7 @@
 //! ```text
 //! PORT=9005 wshub-broadcast
 //! JWT_SECRET=s wshub-broadcast   # HS256 JWTs (?token=), else anyone may connect
+//! PRESENCE=0 wshub-broadcast      # the namespace without presence (for comparison)
 //! ```
 
 use wshub::auth::{AllowAnonymous, JwtAuth};
@@ -18,7 +19,10 @@ async fn main() -> std::io::Result<()> {
         .and_then(|p| p.parse().ok())
         .unwrap_or(9005);
     let builder = Hub::builder()
-        .namespace(Namespace::<serde_json::Value>::new("bench"))
+        .namespace(
+            Namespace::<serde_json::Value>::new("bench")
+                .presence(std::env::var("PRESENCE").as_deref() != Ok("0")),
+        )
         .configure(|c| {
             // 19,000 connections from 127.0.0.x: one /24 network, 16 hosts.
             c.max_connections = 25_000;
