@@ -50,6 +50,9 @@ const BELIEVED_PRESENT: u8 = 2;
 struct Pending {
     /// `BELIEVED_*` bits: what members may believe about this user.
     beliefs: u8,
+    /// Whether the user is present now (mirrors `presence.users`), so that a snapshot
+    /// marks every pending user without a map look-up each.
+    present: bool,
     /// The meta of the user's last connection to leave, for the leave entry.
     left: Option<PresenceMeta>,
 }
@@ -99,10 +102,14 @@ impl RoomPresence {
             .users
             .insert(user.to_owned(), UserMetas { metas: vec![meta] });
         self.conns += 1;
-        self.pending.entry(user.to_owned()).or_insert(Pending {
-            beliefs: BELIEVED_ABSENT,
-            left: None,
-        });
+        self.pending
+            .entry(user.to_owned())
+            .or_insert(Pending {
+                beliefs: BELIEVED_ABSENT,
+                present: true,
+                left: None,
+            })
+            .present = true;
         true
     }
 
@@ -128,8 +135,10 @@ impl RoomPresence {
         self.presence.users.remove(user);
         let pending = self.pending.entry(user.to_owned()).or_insert(Pending {
             beliefs: BELIEVED_PRESENT,
+            present: false,
             left: None,
         });
+        pending.present = false;
         pending.left = Some(meta);
         true
     }
@@ -178,15 +187,23 @@ impl RoomPresence {
     /// longer matters. So a user who joins and leaves within a tick is not announced,
     /// although their join reply showed them.
     pub(crate) fn snapshot_for_member(&mut self, member: &str) -> Presence {
-        for (user, pending) in &mut self.pending {
-            if user == member {
-                continue;
-            }
-            pending.beliefs |= if self.presence.users.contains_key(user) {
+        // Every pending user, the member's own excluded: marked all at once, then the
+        // member's own beliefs put back. A churning room has many pending users per
+        // tick (every join and leave of the last 100 ms), and this runs on every join:
+        // a string comparison and a map look-up per pending user made joins
+        // quadratic in the churn rate (`BENCHMARKS.md`, churn).
+        let own = self.pending.get(member).map(|p| p.beliefs);
+        for pending in self.pending.values_mut() {
+            pending.beliefs |= if pending.present {
                 BELIEVED_PRESENT
             } else {
                 BELIEVED_ABSENT
             };
+        }
+        if let Some(beliefs) = own {
+            if let Some(p) = self.pending.get_mut(member) {
+                p.beliefs = beliefs;
+            }
         }
         self.presence.clone()
     }
@@ -352,6 +369,25 @@ mod tests {
         assert_eq!(users(&diff.leaves), ["bob"]);
         newcomer.apply(&diff);
         assert_eq!(users(&newcomer), ["ann"]);
+    }
+
+    #[test]
+    fn a_member_who_saw_a_user_back_within_the_tick_is_told_nothing() {
+        let mut room = RoomPresence::default();
+        room.join("ann", 1, json!({}));
+        room.take_diff(ALL);
+        // ann reloads her page: gone and back within one tick.
+        room.leave("ann", 1);
+        room.join("ann", 2, json!({}));
+        // A newcomer's snapshot shows ann present, as everyone already believes: no
+        // diff is owed (a snapshot taken while ann was away would owe one).
+        assert!(room.snapshot_for_member("cyd").contains("ann"));
+        assert_eq!(room.take_diff(ALL), None);
+        room.leave("ann", 2);
+        assert!(!room.snapshot_for_member("cyd").contains("ann"));
+        room.join("ann", 3, json!({}));
+        let diff = room.take_diff(ALL).unwrap();
+        assert_eq!(users(&diff.joins), ["ann"]);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 #   ... change, rebuild (cargo build --release in benches/compare/servers) ...
 #   bash benches/compare/ab.sh /tmp/before "$CARGO_TARGET_DIR/release/wshub-broadcast"
 #
-# Environment: ROUNDS=5, SCENARIO="paced" (or "burst", "c-paced", "d-paced", "idle").
+# Environment: ROUNDS=5, SCENARIO="paced" (or "burst", "c-paced", "d-paced", "d-burst",
+# "idle", "churn": connect, join, close, without JWT).
 # Prints, per scenario, each side's median server CPU per publish, latency and
 # deliveries/s (idle: RSS per connection).
 set -euo pipefail
@@ -30,6 +31,7 @@ args() {
     d-paced) echo "broadcast --subscribers 1000 --rate 20 --duration 10s --size 1536 --drain 10s --deflate" ;;
     d-burst) echo "broadcast --subscribers 1000 --messages 500 --size 1536 --drain 60s --deflate" ;;
     idle) echo "idle --connections 10000 --rooms 100 --duration 3s" ;;
+    churn) echo "connect-rate --duration 10s --connect-concurrency 64" ;;
   esac
 }
 
@@ -42,9 +44,11 @@ one() { # SIDE BIN ROUND
     if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
     sleep 0.05
   done
+  local pid_arg=(--server-pid "$pid")
+  [ "$SCENARIO" = churn ] && pid_arg=()
   # shellcheck disable=SC2046
   taskset -c 1 "$GEN" $(args "$SCENARIO" | cut -d' ' -f1) "ws://127.0.0.1:$PORT/" \
-    $(args "$SCENARIO" | cut -d' ' -f2-) --server-pid "$pid" --quiet --json \
+    $(args "$SCENARIO" | cut -d' ' -f2-) "${pid_arg[@]}" --quiet --json \
     >"$OUT/$side.$round.json"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
@@ -75,6 +79,7 @@ rows = [
     ("delivered %", lambda r: 100 * r["delivered_ratio"]),
     ("generator CPU %", lambda r: r["generator_cpu_pct"]),
     ("RSS per connection, KiB", lambda r: r["details"]["server_rss_per_conn_kib"]),
+    ("connects/s", lambda r: r["details"]["connects_per_s"]),
 ]
 print(f"{'':32} {'before (a)':>14} {'after (b)':>14} {'b/a':>6}   runs")
 for name, get in rows:

@@ -64,6 +64,8 @@ def metrics(out, peer):
     m["burst"] = median(burst, lambda r: r["delivered_per_s"])
     m["burst_pct"] = median(burst, lambda r: 100 * r["delivered_ratio"])
     m["burst_n"] = len(burst)
+    m["burst_cpu"] = median(burst, lambda r: r["details"]["server_cpu_per_publish_ms"])
+    m["burst_gen"] = median(burst, lambda r: r["generator_cpu_pct"])
     paced = load(out, peer, "paced")
     m["paced_p50"] = median(paced, lambda r: r["latency"]["p50_us"] / 1000)
     m["paced_p99"] = median(paced, lambda r: r["latency"]["p99_us"] / 1000)
@@ -145,6 +147,8 @@ def section(out):
         head,
         sep,
         row("1. burst 2,000 x 1,000: deliveries/s (delivered %)", "burst", 0, "/s", "burst_pct"),
+        row("1. burst: server CPU per publish, ms", "burst_cpu", 3),
+        row("1. burst: generator CPU, % of its core", "burst_gen", 0),
         row("2. paced 100/s: p50 latency, ms", "paced_p50"),
         row("2. paced 100/s: p99 latency, ms", "paced_p99"),
         row("2. paced 100/s: max latency, ms", "paced_max"),
@@ -169,6 +173,7 @@ def section(out):
         head,
         sep,
         ratio_row("burst deliveries/s", "burst", True),
+        ratio_row("burst server CPU per publish", "burst_cpu", False),
         ratio_row("paced p99 latency", "paced_p99", False),
         ratio_row("paced server CPU per publish", "paced_cpu", False),
         ratio_row("idle RSS per connection", "idle_rss", False),
