@@ -46,13 +46,27 @@ const BELIEVED_ABSENT: u8 = 1;
 const BELIEVED_PRESENT: u8 = 2;
 
 /// A user whose presence changed since the last diff (see the module docs).
+///
+/// A snapshot marks what its member now believes about every pending user, and a
+/// join reply is a snapshot: marking them all on each join made joins cost as many
+/// pending users as the last tick saw come and go, quadratic in a churning room
+/// (`BENCHMARKS.md`, churn). So the marks are folded in lazily: the room counts its
+/// snapshots, each entry remembers the count when its current state began and how
+/// many of the snapshots since were its own user's (which do not count for it), and
+/// some other member saw the current state exactly when the count moved by more than
+/// those. Folded whenever the state changes, and before the entry is read.
 #[derive(Debug)]
 struct Pending {
-    /// `BELIEVED_*` bits: what members may believe about this user.
+    /// `BELIEVED_*` bits: what members may believe about this user, as of the last
+    /// fold.
     beliefs: u8,
-    /// Whether the user is present now (mirrors `presence.users`), so that a snapshot
-    /// marks every pending user without a map look-up each.
+    /// Whether the user is present now (mirrors `presence.users`): the state the
+    /// snapshots since `since` saw.
     present: bool,
+    /// The room's snapshot count when the current state began (or the last fold).
+    since: u64,
+    /// Snapshots taken since `since` by this user's own connections.
+    own: u64,
     /// The meta of the user's last connection to leave, for the leave entry.
     left: Option<PresenceMeta>,
 }
@@ -70,6 +84,35 @@ pub(crate) struct RoomPresence {
     /// bounded by the users who were in the room during the tick, however many times
     /// they came and went.
     pending: BTreeMap<String, Pending>,
+    /// Snapshots taken for members ([`snapshot_for_member`](Self::snapshot_for_member)).
+    snapshots: u64,
+}
+
+impl Pending {
+    /// A user whose state changes now, with what members may believe so far.
+    fn new(beliefs: u8, present: bool, snapshots: u64) -> Pending {
+        Pending {
+            beliefs,
+            present,
+            since: snapshots,
+            own: 0,
+            left: None,
+        }
+    }
+
+    /// Adds what the snapshots taken since `since` showed (the current state, if some
+    /// member other than the user's own took one), and starts counting afresh.
+    fn fold(&mut self, snapshots: u64) {
+        if snapshots - self.since > self.own {
+            self.beliefs |= if self.present {
+                BELIEVED_PRESENT
+            } else {
+                BELIEVED_ABSENT
+            };
+        }
+        self.since = snapshots;
+        self.own = 0;
+    }
 }
 
 impl RoomPresence {
@@ -102,14 +145,13 @@ impl RoomPresence {
             .users
             .insert(user.to_owned(), UserMetas { metas: vec![meta] });
         self.conns += 1;
-        self.pending
+        let snapshots = self.snapshots;
+        let pending = self
+            .pending
             .entry(user.to_owned())
-            .or_insert(Pending {
-                beliefs: BELIEVED_ABSENT,
-                present: true,
-                left: None,
-            })
-            .present = true;
+            .or_insert_with(|| Pending::new(BELIEVED_ABSENT, false, snapshots));
+        pending.fold(snapshots);
+        pending.present = true;
         true
     }
 
@@ -133,11 +175,12 @@ impl RoomPresence {
             return false;
         }
         self.presence.users.remove(user);
-        let pending = self.pending.entry(user.to_owned()).or_insert(Pending {
-            beliefs: BELIEVED_PRESENT,
-            present: false,
-            left: None,
-        });
+        let snapshots = self.snapshots;
+        let pending = self
+            .pending
+            .entry(user.to_owned())
+            .or_insert_with(|| Pending::new(BELIEVED_PRESENT, true, snapshots));
+        pending.fold(snapshots);
         pending.present = false;
         pending.left = Some(meta);
         true
@@ -156,9 +199,10 @@ impl RoomPresence {
         let mut diff = PresenceDiff::default();
         let mut bytes = 0;
         while bytes < budget {
-            let Some((user, pending)) = self.pending.pop_first() else {
+            let Some((user, mut pending)) = self.pending.pop_first() else {
                 break;
             };
+            pending.fold(self.snapshots);
             match self.presence.users.get(&user) {
                 Some(now) if pending.beliefs & BELIEVED_ABSENT != 0 => {
                     bytes += entry_len(&user, &now.metas);
@@ -187,23 +231,11 @@ impl RoomPresence {
     /// longer matters. So a user who joins and leaves within a tick is not announced,
     /// although their join reply showed them.
     pub(crate) fn snapshot_for_member(&mut self, member: &str) -> Presence {
-        // Every pending user, the member's own excluded: marked all at once, then the
-        // member's own beliefs put back. A churning room has many pending users per
-        // tick (every join and leave of the last 100 ms), and this runs on every join:
-        // a string comparison and a map look-up per pending user made joins
-        // quadratic in the churn rate (`BENCHMARKS.md`, churn).
-        let own = self.pending.get(member).map(|p| p.beliefs);
-        for pending in self.pending.values_mut() {
-            pending.beliefs |= if pending.present {
-                BELIEVED_PRESENT
-            } else {
-                BELIEVED_ABSENT
-            };
-        }
-        if let Some(beliefs) = own {
-            if let Some(p) = self.pending.get_mut(member) {
-                p.beliefs = beliefs;
-            }
+        // Every pending user but the member's own now counts as seen (see `Pending`):
+        // one count, not a mark on each of them.
+        self.snapshots += 1;
+        if let Some(own) = self.pending.get_mut(member) {
+            own.own += 1;
         }
         self.presence.clone()
     }
@@ -369,6 +401,29 @@ mod tests {
         assert_eq!(users(&diff.leaves), ["bob"]);
         newcomer.apply(&diff);
         assert_eq!(users(&newcomer), ["ann"]);
+    }
+
+    #[test]
+    fn only_snapshots_of_other_users_count_for_a_pending_user() {
+        let mut room = RoomPresence::default();
+        room.join("ann", 1, json!({}));
+        room.take_diff(ALL);
+        // bob joins with two tabs, each join reply his own snapshot, then leaves.
+        room.join("bob", 2, json!({}));
+        room.snapshot_for_member("bob");
+        room.join("bob", 3, json!({}));
+        room.snapshot_for_member("bob");
+        room.leave("bob", 2);
+        room.leave("bob", 3);
+        assert_eq!(room.take_diff(ALL), None);
+        // The same, with one snapshot by someone else among his own: announced.
+        room.join("bob", 4, json!({}));
+        room.snapshot_for_member("bob");
+        room.snapshot_for_member("cyd");
+        room.snapshot_for_member("bob");
+        room.leave("bob", 4);
+        let diff = room.take_diff(ALL).unwrap();
+        assert_eq!(users(&diff.leaves), ["bob"]);
     }
 
     #[test]
