@@ -7,7 +7,8 @@
 //! cargo run --example chat -- --tls                 # https://, self-signed certificate
 //! cargo run --example chat -- --cert cert.pem --key key.pem
 //! cargo run --example chat -- --log-format json     # JSON logs; RUST_LOG=wshub=debug for more
-//! CHAT_MAX_CONNECTIONS_PER_IP=5000 cargo run --example chat   # load tests from one host
+//! CHAT_MAX_CONNECTIONS_PER_IP=19000 cargo run --example chat  # load tests from one host
+//!                                                   # (also lifts the per-network and total caps)
 //! cargo run --example chat -- --redis redis://127.0.0.1:6379/ --port 9001
 //!                                                   # one node of a cluster: deploy/cluster.sh
 //! ```
@@ -430,7 +431,9 @@ pub struct ChatOptions {
     /// deployment. Only for load tests (`benches/soak.rs`), whose clients all come from
     /// 127.0.0.1: `Some(n)` also lifts the other per-host limits (message rate,
     /// connections in their handshake) and the per-host sign-in limit, which would
-    /// otherwise refuse such a load.
+    /// otherwise refuse such a load; and, when `n` is larger, the per-network
+    /// (1,000) and total (10,000) connection caps, so that a load generator spreading
+    /// its connections over 127.0.0.x (one /24 network) can hold `n` of them.
     pub max_connections_per_ip: Option<usize>,
     /// How the server logs (`--log-format`); [`main`] sets up logging with it.
     /// Default text.
@@ -628,6 +631,10 @@ pub async fn start(listener: TcpListener, options: ChatOptions) -> io::Result<Ch
     if let Some(n) = options.max_connections_per_ip {
         builder = builder.configure(|c| {
             c.max_connections_per_ip = n;
+            // 127.0.0.x is one /24: a generator spreading its source addresses over it
+            // meets the per-network cap, then the total, before the per-host one.
+            c.max_connections_per_network = c.max_connections_per_network.max(n);
+            c.max_connections = c.max_connections.max(n);
             c.host_rate_per_second = f64::INFINITY;
             c.max_pending_per_host = c.max_pending_connections;
             c.max_pending_per_network = c.max_pending_connections;

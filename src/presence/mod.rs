@@ -68,10 +68,27 @@ const BELIEVED_ABSENT: u8 = 1;
 const BELIEVED_PRESENT: u8 = 2;
 
 /// A user whose presence changed since the last diff (see the module docs).
+///
+/// A snapshot marks what its member now believes about every pending user, and a
+/// join reply is a snapshot: marking them all on each join made joins cost as many
+/// pending users as the last tick saw come and go, quadratic in a churning room
+/// (`BENCHMARKS.md`, churn). So the marks are folded in lazily: the room counts its
+/// snapshots, each entry remembers the count when its current state began and how
+/// many of the snapshots since were its own user's (which do not count for it), and
+/// some other member saw the current state exactly when the count moved by more than
+/// those. Folded whenever the state changes, and before the entry is read.
 #[derive(Debug)]
 struct Pending {
-    /// `BELIEVED_*` bits: what members may believe about this user.
+    /// `BELIEVED_*` bits: what members may believe about this user, as of the last
+    /// fold.
     beliefs: u8,
+    /// Whether the user is present now (mirrors `presence.users`): the state the
+    /// snapshots since `since` saw.
+    present: bool,
+    /// The room's snapshot count when the current state began (or the last fold).
+    since: u64,
+    /// Snapshots taken since `since` by this user's own connections.
+    own: u64,
     /// The meta of the user's last connection to leave, for the leave entry.
     left: Option<PresenceMeta>,
     /// Whether the user was featured (interesting to every member of a big room) when
@@ -96,12 +113,42 @@ pub(crate) struct RoomPresence {
     mode: Mode,
     /// Who is interesting to whom, for big rooms.
     interest: InterestIndex,
+    /// Snapshots taken for members ([`snapshot_for_member`](Self::snapshot_for_member)).
+    snapshots: u64,
 }
 
 impl Default for RoomPresence {
     /// A room that never turns big.
     fn default() -> Self {
         RoomPresence::new(usize::MAX)
+    }
+}
+
+impl Pending {
+    /// A user whose state changes now, with what members may believe so far.
+    fn new(beliefs: u8, present: bool, snapshots: u64) -> Pending {
+        Pending {
+            beliefs,
+            present,
+            since: snapshots,
+            own: 0,
+            left: None,
+            featured: false,
+        }
+    }
+
+    /// Adds what the snapshots taken since `since` showed (the current state, if some
+    /// member other than the user's own took one), and starts counting afresh.
+    fn fold(&mut self, snapshots: u64) {
+        if snapshots - self.since > self.own {
+            self.beliefs |= if self.present {
+                BELIEVED_PRESENT
+            } else {
+                BELIEVED_ABSENT
+            };
+        }
+        self.since = snapshots;
+        self.own = 0;
     }
 }
 
@@ -114,6 +161,7 @@ impl RoomPresence {
             pending: BTreeMap::new(),
             mode: Mode::new(big_room),
             interest: InterestIndex::default(),
+            snapshots: 0,
         }
     }
 
@@ -168,11 +216,13 @@ impl RoomPresence {
             .insert(user.to_owned(), UserMetas { metas: vec![meta] });
         self.conns += 1;
         let featured = self.interest.is_featured(user);
-        let pending = self.pending.entry(user.to_owned()).or_insert(Pending {
-            beliefs: BELIEVED_ABSENT,
-            left: None,
-            featured,
-        });
+        let snapshots = self.snapshots;
+        let pending = self
+            .pending
+            .entry(user.to_owned())
+            .or_insert_with(|| Pending::new(BELIEVED_ABSENT, false, snapshots));
+        pending.fold(snapshots);
+        pending.present = true;
         pending.featured |= featured;
         true
     }
@@ -211,11 +261,13 @@ impl RoomPresence {
         }
         self.presence.users.remove(user);
         let featured = self.interest.forget_user(user);
-        let pending = self.pending.entry(user.to_owned()).or_insert(Pending {
-            beliefs: BELIEVED_PRESENT,
-            left: None,
-            featured,
-        });
+        let snapshots = self.snapshots;
+        let pending = self
+            .pending
+            .entry(user.to_owned())
+            .or_insert_with(|| Pending::new(BELIEVED_PRESENT, true, snapshots));
+        pending.fold(snapshots);
+        pending.present = false;
         pending.left = Some(meta);
         pending.featured |= featured;
         true
@@ -245,9 +297,10 @@ impl RoomPresence {
         let mut diff = PresenceDiff::default();
         let mut bytes = 0;
         while bytes < budget {
-            let Some((user, pending)) = self.pending.pop_first() else {
+            let Some((user, mut pending)) = self.pending.pop_first() else {
                 break;
             };
+            pending.fold(self.snapshots);
             if !wanted(&user, pending.featured) {
                 continue;
             }
@@ -279,15 +332,11 @@ impl RoomPresence {
     /// longer matters. So a user who joins and leaves within a tick is not announced,
     /// although their join reply showed them.
     pub(crate) fn snapshot_for_member(&mut self, member: &str) -> Presence {
-        for (user, pending) in &mut self.pending {
-            if user == member {
-                continue;
-            }
-            pending.beliefs |= if self.presence.users.contains_key(user) {
-                BELIEVED_PRESENT
-            } else {
-                BELIEVED_ABSENT
-            };
+        // Every pending user but the member's own now counts as seen (see `Pending`):
+        // one count, not a mark on each of them.
+        self.snapshots += 1;
+        if let Some(own) = self.pending.get_mut(member) {
+            own.own += 1;
         }
         self.presence.clone()
     }
@@ -453,6 +502,48 @@ mod tests {
         assert_eq!(users(&diff.leaves), ["bob"]);
         newcomer.apply(&diff);
         assert_eq!(users(&newcomer), ["ann"]);
+    }
+
+    #[test]
+    fn only_snapshots_of_other_users_count_for_a_pending_user() {
+        let mut room = RoomPresence::default();
+        room.join("ann", 1, json!({}));
+        room.take_diff(ALL);
+        // bob joins with two tabs, each join reply his own snapshot, then leaves.
+        room.join("bob", 2, json!({}));
+        room.snapshot_for_member("bob");
+        room.join("bob", 3, json!({}));
+        room.snapshot_for_member("bob");
+        room.leave("bob", 2);
+        room.leave("bob", 3);
+        assert_eq!(room.take_diff(ALL), None);
+        // The same, with one snapshot by someone else among his own: announced.
+        room.join("bob", 4, json!({}));
+        room.snapshot_for_member("bob");
+        room.snapshot_for_member("cyd");
+        room.snapshot_for_member("bob");
+        room.leave("bob", 4);
+        let diff = room.take_diff(ALL).unwrap();
+        assert_eq!(users(&diff.leaves), ["bob"]);
+    }
+
+    #[test]
+    fn a_member_who_saw_a_user_back_within_the_tick_is_told_nothing() {
+        let mut room = RoomPresence::default();
+        room.join("ann", 1, json!({}));
+        room.take_diff(ALL);
+        // ann reloads her page: gone and back within one tick.
+        room.leave("ann", 1);
+        room.join("ann", 2, json!({}));
+        // A newcomer's snapshot shows ann present, as everyone already believes: no
+        // diff is owed (a snapshot taken while ann was away would owe one).
+        assert!(room.snapshot_for_member("cyd").contains("ann"));
+        assert_eq!(room.take_diff(ALL), None);
+        room.leave("ann", 2);
+        assert!(!room.snapshot_for_member("cyd").contains("ann"));
+        room.join("ann", 3, json!({}));
+        let diff = room.take_diff(ALL).unwrap();
+        assert_eq!(users(&diff.joins), ["ann"]);
     }
 
     #[test]

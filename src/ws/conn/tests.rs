@@ -344,3 +344,36 @@ async fn a_close_queued_while_the_write_is_stuck_ends_within_close_timeout() {
         "closing took {took:?}"
     );
 }
+
+/// Once everything queued is written, an idle connection holds no write buffers: the
+/// batch and the queue give their memory back (each idle connection would otherwise
+/// keep two small deques for good).
+#[tokio::test]
+async fn written_out_connection_keeps_no_write_buffers() {
+    let (mut server, mut raw) = raw_server(WsConfig::default());
+    let out = server.outbound();
+    for i in 0..3u8 {
+        out.try_send(&PreparedMessage::new(Message::binary(vec![i; 10])))
+            .unwrap();
+    }
+    // A pending pong goes first, so the data is appended behind it rather than
+    // swapped in: the path that must free the queue's buffer itself.
+    server.shared.lock().pong = Some(frame::encode(frame::PONG, false, b"p", None));
+    server.flush().await.unwrap();
+    assert_eq!(server.wbatch.capacity(), 0);
+    assert_eq!(server.shared.lock().items.capacity(), 0);
+    // And the plain path: data alone, swapped in.
+    out.try_send(&PreparedMessage::new(Message::binary(vec![3; 10])))
+        .unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(server.wbatch.capacity(), 0);
+    assert_eq!(server.shared.lock().items.capacity(), 0);
+    // What was written: the pong, the three messages, the last one.
+    let mut buf = vec![0u8; 3 + 4 * 12];
+    raw.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf[..3], &[0x8A, 1, b'p']);
+    for i in 0..4 {
+        let at = 3 + 12 * i;
+        assert_eq!(&buf[at..at + 3], &[0x82, 10, i as u8]);
+    }
+}

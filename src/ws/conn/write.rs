@@ -48,6 +48,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 std::mem::swap(&mut self.wbatch, &mut q.items);
             } else {
                 self.wbatch.append(&mut q.items);
+                // Emptied, not freed: free it as the swap above would.
+                q.items = VecDeque::new();
             }
         }
         if let Some(close) = q.close.take() {
@@ -165,7 +167,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 n = 0;
             }
         }
-        if self.wbatch.is_empty() && self.wbatch.capacity() > MAX_IOV {
+        // A written batch gives its buffer back: refill swapped it in from the queue,
+        // so keeping it would leave every idle connection holding two small deques
+        // (the queue's and this one, 128 bytes each, `BENCHMARKS.md`, idle). The next
+        // send allocates one again: a malloc and a free per batch, next to a write.
+        if self.wbatch.is_empty() {
             self.wbatch = VecDeque::new();
         }
     }
