@@ -7,7 +7,13 @@
 //! - other nodes' changes come in as bus events ([`Hub::on_presence_event`]) and are
 //!   applied to the room's `RoomPresence` like local ones, as entries with a
 //!   connection id of their own (the node's tag in the high bits), so a user's first
-//!   connection anywhere announces the join and their last anywhere the leave;
+//!   connection anywhere announces the join and their last anywhere the leave, and
+//!   big rooms count, page and route the whole cluster;
+//! - the interest hook is asked on the node that has the connection (where its whole
+//!   identity is): whether its user is featured travels with the entry, and the
+//!   watchers of a user are found by user id, so local watchers hear of a watched
+//!   user on any node. What a remote connection watches is not needed here: only its
+//!   own node sends it anything;
 //! - [`Hub::reconcile_presence`] makes a room's view equal to Redis's (entries of
 //!   nodes whose heartbeat expired are dropped there, and their leaves announced
 //!   here), and rewrites this node's own entries if Redis lost them. It runs on a
@@ -47,6 +53,16 @@ fn is_remote(conn_id: u64) -> bool {
     conn_id >> TAG_SHIFT != 0
 }
 
+/// What the room's interest index records for another node's connection: whether its
+/// user is featured, as that node's hook said. It watches nobody here (its watchers'
+/// diffs are sent by its own node).
+fn remote_interest(featured: bool) -> JoinInterest {
+    JoinInterest {
+        watches: Vec::new(),
+        featured,
+    }
+}
+
 /// One write to Redis, in the order the changes happened here.
 #[derive(Debug)]
 pub(crate) enum Write {
@@ -55,6 +71,8 @@ pub(crate) enum Write {
         conn: u64,
         user: String,
         meta: String,
+        /// What the interest hook said of the user (see the module docs).
+        featured: bool,
     },
     Leave {
         room: Arc<str>,
@@ -79,7 +97,12 @@ async fn writer(backplane: RedisBackplane, mut rx: mpsc::Receiver<Write>) {
                 conn,
                 user,
                 meta,
-            } => backplane.presence_join(room, *conn, user, meta).await,
+                featured,
+            } => {
+                backplane
+                    .presence_join(room, *conn, user, meta, *featured)
+                    .await
+            }
             Write::Leave { room, conn, user } => backplane.presence_leave(room, *conn, user).await,
         };
         if let Err(e) = result {
@@ -122,12 +145,14 @@ impl Hub {
         }
     }
 
-    /// This node's connection `entry` joined `room` with `meta` (as stamped).
+    /// This node's connection `entry` joined `room` with `meta` (as stamped);
+    /// `featured`: what the interest hook said of its user.
     pub(crate) fn cluster_presence_joined(
         &self,
         room: &Arc<str>,
         entry: &ConnEntry,
         meta: &PresenceMeta,
+        featured: bool,
     ) {
         let Ok(meta) = serde_json::to_string(meta) else {
             return;
@@ -137,6 +162,7 @@ impl Hub {
             conn: entry.id,
             user: entry.identity.user_id.clone(),
             meta,
+            featured,
         });
     }
 
@@ -158,6 +184,7 @@ impl Hub {
                 room,
                 user,
                 meta,
+                featured,
             } if node != me => {
                 let Some(state) = self.presence_room(&room) else {
                     return;
@@ -169,7 +196,7 @@ impl Hub {
                 let announced = {
                     let mut presence = state.presence_lock();
                     state.inbox.presence_events.fetch_add(1, Ordering::AcqRel);
-                    presence.join_entry(&user, meta, JoinInterest::default())
+                    presence.join_entry(&user, meta, remote_interest(featured))
                 };
                 if announced {
                     self.presence_changed(&state);
@@ -284,7 +311,7 @@ impl Hub {
                 own_in_redis.insert(e.conn, e.user);
             } else if let Ok(mut meta) = serde_json::from_str::<PresenceMeta>(&e.meta) {
                 meta.conn_id = remote_conn_id(e.node, e.conn);
-                remote.insert(meta.conn_id, (e.user, meta));
+                remote.insert(meta.conn_id, (e.user, meta, e.featured));
             }
         }
         let mut own_local = Vec::new();
@@ -312,18 +339,18 @@ impl Hub {
             for (user, metas) in snapshot.iter() {
                 for m in metas {
                     if !is_remote(m.conn_id) {
-                        own_local.push((user.to_owned(), m.clone()));
+                        own_local.push((user.to_owned(), m.clone(), presence.is_featured(user)));
                     } else if !raced && !remote.contains_key(&m.conn_id) {
                         changed |= presence.leave(user, m.conn_id);
                     }
                 }
             }
-            for (id, (user, meta)) in remote {
+            for (id, (user, meta, featured)) in remote {
                 if snapshot
                     .get(&user)
                     .is_none_or(|ms| ms.iter().all(|m| m.conn_id != id))
                 {
-                    changed |= presence.join_entry(&user, meta, JoinInterest::default());
+                    changed |= presence.join_entry(&user, meta, remote_interest(featured));
                 }
             }
             changed
@@ -334,7 +361,7 @@ impl Hub {
         }
         // This node's own entries, as Redis should have them (after a Redis restart,
         // or a write dropped).
-        for (user, meta) in &own_local {
+        for (user, meta, featured) in &own_local {
             if own_in_redis.remove(&meta.conn_id).is_none()
                 && let Ok(json) = serde_json::to_string(meta)
             {
@@ -343,6 +370,7 @@ impl Hub {
                     conn: meta.conn_id,
                     user: user.clone(),
                     meta: json,
+                    featured: *featured,
                 });
             }
         }

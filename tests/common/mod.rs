@@ -18,6 +18,7 @@
 pub mod attack;
 pub mod client;
 pub mod cluster;
+pub mod cluster_crowd;
 pub mod crowd;
 pub mod cut_proxy;
 pub mod echo;
