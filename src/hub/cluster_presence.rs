@@ -26,6 +26,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
+use super::cluster::BackplaneCounts;
 use super::{ConnEntry, Hub, HubInner};
 use crate::presence::JoinInterest;
 use crate::protocol::PresenceMeta;
@@ -82,14 +83,23 @@ pub(crate) enum Write {
 }
 
 /// Starts the writer and the heartbeat tasks.
-pub(crate) fn spawn(hub: &Hub, backplane: RedisBackplane, rx: mpsc::Receiver<Write>) {
-    tokio::spawn(writer(backplane.clone(), rx));
+pub(crate) fn spawn(
+    hub: &Hub,
+    backplane: RedisBackplane,
+    rx: mpsc::Receiver<Write>,
+    counts: Arc<BackplaneCounts>,
+) {
+    tokio::spawn(writer(backplane.clone(), rx, counts));
     tokio::spawn(heartbeat(Arc::downgrade(&hub.0), backplane));
 }
 
 /// Writes this node's presence changes to Redis, one after the other (a join and the
 /// leave that follows it must not swap). Ends when the hub is dropped.
-async fn writer(backplane: RedisBackplane, mut rx: mpsc::Receiver<Write>) {
+async fn writer(
+    backplane: RedisBackplane,
+    mut rx: mpsc::Receiver<Write>,
+    counts: Arc<BackplaneCounts>,
+) {
     while let Some(w) = rx.recv().await {
         let result = match &w {
             Write::Join {
@@ -108,6 +118,7 @@ async fn writer(backplane: RedisBackplane, mut rx: mpsc::Receiver<Write>) {
         if let Err(e) = result {
             // Redis is down: the reconciliation after it is back writes what is missing.
             tracing::debug!(error = %e, "presence write failed");
+            BackplaneCounts::bump(&counts.presence_errors);
         }
     }
 }
@@ -125,6 +136,9 @@ async fn heartbeat(weak: Weak<HubInner>, backplane: RedisBackplane) {
             }
             if let Err(e) = backplane.heartbeat().await {
                 tracing::debug!(error = %e, "presence heartbeat failed");
+                if let Some(cluster) = hub.backplane() {
+                    BackplaneCounts::bump(&cluster.counts.presence_errors);
+                }
             }
             hub.reconcile_all().await;
         }
@@ -141,6 +155,7 @@ impl Hub {
         if let Some(cluster) = self.backplane()
             && cluster.presence_tx.try_send(w).is_err()
         {
+            BackplaneCounts::bump(&cluster.counts.presence_errors);
             tracing::warn!("presence write queue full; the next reconciliation catches up");
         }
     }
@@ -301,6 +316,7 @@ impl Hub {
             Ok(e) => e,
             Err(e) => {
                 tracing::debug!(room = &*state.name, error = %e, "presence reconciliation failed");
+                BackplaneCounts::bump(&cluster.counts.presence_errors);
                 return;
             }
         };
