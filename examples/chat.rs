@@ -11,6 +11,8 @@
 //!                                                   # (also lifts the per-network and total caps)
 //! cargo run --example chat -- --redis redis://127.0.0.1:6379/ --port 9001
 //!                                                   # one node of a cluster: deploy/cluster.sh
+//! CHAT_PRESENCE_TTL_MS=1000 cargo run --example chat -- --redis ...
+//!                                                   # a dead node's users leave within ~1.3 s
 //! ```
 //!
 //! Open the printed URL in two windows (a normal and a private one make two users),
@@ -447,6 +449,11 @@ pub struct ChatOptions {
     /// `--trusted-proxy CIDR`: proxies whose `X-Forwarded-For` is believed
     /// (`deploy/`). Default none.
     pub trusted_proxies: Vec<String>,
+    /// With `--redis`, how long this node's presence entries outlive it if it dies
+    /// without a goodbye (`CHAT_PRESENCE_TTL_MS`; `RedisOptions::presence_ttl`). `None`
+    /// (the default) keeps the backplane's 15 s; tests shorten it to see a killed
+    /// node's users leave within about a second.
+    pub presence_ttl: Option<Duration>,
     /// Rooms with more users than this are big (counts and pages, `PROTOCOL.md`
     /// section 6), and the most users in one page of a member list. `None` (the
     /// default) keeps the hub's 200 and 100; tests shrink them to see a big room with
@@ -468,6 +475,7 @@ impl Default for ChatOptions {
             ping_interval: None,
             redis: None,
             trusted_proxies: Vec::new(),
+            presence_ttl: None,
             big_room: None,
         }
     }
@@ -475,8 +483,9 @@ impl Default for ChatOptions {
 
 impl ChatOptions {
     /// Options from the command line (`--port`, `--host`, `--tls`, `--cert`, `--key`)
-    /// and the environment (`PORT`, `CHAT_SECRET`, `CHAT_MAX_CONNECTIONS_PER_IP`).
-    /// Exits with a message if `CHAT_MAX_CONNECTIONS_PER_IP` is not a positive number.
+    /// and the environment (`PORT`, `CHAT_SECRET`, `CHAT_MAX_CONNECTIONS_PER_IP`,
+    /// `CHAT_PRESENCE_TTL_MS`). Exits with a message if `CHAT_MAX_CONNECTIONS_PER_IP` or
+    /// `CHAT_PRESENCE_TTL_MS` is not a positive number.
     pub fn from_env() -> Self {
         let flags = common::Flags::from_env("chat", 8080);
         let max_connections_per_ip = std::env::var("CHAT_MAX_CONNECTIONS_PER_IP")
@@ -486,6 +495,16 @@ impl ChatOptions {
                 Ok(n) if n > 0 => n,
                 _ => {
                     eprintln!("chat: CHAT_MAX_CONNECTIONS_PER_IP={s} is not a positive number");
+                    std::process::exit(2);
+                }
+            });
+        let presence_ttl = std::env::var("CHAT_PRESENCE_TTL_MS")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .map(|s| match s.parse::<u64>() {
+                Ok(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => {
+                    eprintln!("chat: CHAT_PRESENCE_TTL_MS={s} is not a positive number");
                     std::process::exit(2);
                 }
             });
@@ -501,6 +520,7 @@ impl ChatOptions {
             log_format: flags.log_format,
             redis: flags.redis,
             trusted_proxies: flags.trusted_proxies,
+            presence_ttl,
             ..ChatOptions::default()
         }
     }
@@ -646,6 +666,7 @@ pub async fn start(listener: TcpListener, options: ChatOptions) -> io::Result<Ch
         options.redis.as_deref(),
         &options.trusted_proxies,
         "wshub-chat",
+        options.presence_ttl,
     );
     let hub = builder.build();
     let app = Router::new()

@@ -346,6 +346,7 @@ pub async fn start(listener: TcpListener, options: NewsOptions) -> io::Result<Ne
         options.redis.as_deref(),
         &options.trusted_proxies,
         "wshub-news",
+        None,
     )
     .build();
     let articles = Articles::new(&hub);

@@ -186,18 +186,23 @@ impl Flags {
 }
 
 /// Applies `--redis` and `--trusted-proxy` to a hub being built: a backplane on that
-/// Redis (its keys and channel under the prefix `prefix`), and the trusted proxies.
-/// Exits with a message if the Redis URL is not one.
+/// Redis (its keys and channel under the prefix `prefix`, its presence entries
+/// outliving a dead node by `presence_ttl` if given, else the backplane's default),
+/// and the trusted proxies. Exits with a message if the Redis URL is not one.
 pub fn cluster_options(
     example: &str,
     mut builder: wshub::HubBuilder,
     redis: Option<&str>,
     trusted_proxies: &[String],
     prefix: &str,
+    presence_ttl: Option<std::time::Duration>,
 ) -> wshub::HubBuilder {
     if let Some(url) = redis {
         let mut options = wshub::redis::RedisOptions::default();
         options.prefix = prefix.to_owned();
+        if let Some(ttl) = presence_ttl {
+            options.presence_ttl = ttl;
+        }
         match wshub::redis::RedisBackplane::new(url, options) {
             Ok(backplane) => builder = builder.backplane(backplane),
             Err(e) => {

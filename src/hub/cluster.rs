@@ -20,7 +20,7 @@
 //!   if the bus has not brought them there yet, then `through` = P, so what the bus
 //!   later brings at or below P is not sent twice to the new member.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use dashmap::DashMap;
@@ -51,6 +51,47 @@ pub(crate) struct Cluster {
     pub(crate) presence_tx: mpsc::Sender<super::cluster_presence::Write>,
     /// The writer's end, taken when the hub starts.
     presence_rx: std::sync::Mutex<Option<mpsc::Receiver<super::cluster_presence::Write>>>,
+    /// What the metrics read; shared with the presence writer task.
+    pub(crate) counts: Arc<BackplaneCounts>,
+}
+
+/// What the backplane counts for the metrics, read at scrape time. Plain atomics, not
+/// the metrics' per-thread shards: these are rare events (failures, gaps) and one
+/// gauge, never on a hot path.
+#[derive(Debug, Default)]
+pub(crate) struct BackplaneCounts {
+    /// Publishes that failed `unavailable`.
+    pub(crate) publish_errors: AtomicU64,
+    /// Presence writes, heartbeats and re-syncs that failed, and writes dropped.
+    pub(crate) presence_errors: AtomicU64,
+    /// Times the bus subscription was lost.
+    pub(crate) subscription_losses: AtomicU64,
+    /// Gaps filled from history.
+    pub(crate) gaps_filled: AtomicU64,
+    /// Rooms whose members were closed with 1013 for lost continuity.
+    pub(crate) continuity_losses: AtomicU64,
+    /// Bus messages waiting for the consumer, as of the last one it took.
+    pub(crate) bus_queue: AtomicUsize,
+}
+
+impl BackplaneCounts {
+    /// Adds one to `counter`.
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The values, for a scrape.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn gauges(&self) -> crate::metrics::BackplaneGauges {
+        crate::metrics::BackplaneGauges {
+            publish_errors: self.publish_errors.load(Ordering::Relaxed),
+            presence_errors: self.presence_errors.load(Ordering::Relaxed),
+            subscription_losses: self.subscription_losses.load(Ordering::Relaxed),
+            gaps_filled: self.gaps_filled.load(Ordering::Relaxed),
+            continuity_losses: self.continuity_losses.load(Ordering::Relaxed),
+            bus_queue: self.bus_queue.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Drop for Cluster {
@@ -69,6 +110,7 @@ impl Cluster {
             waiters: DashMap::new(),
             bus_up: watch::Sender::new(false),
             stop: CancellationToken::new(),
+            counts: Arc::default(),
         }
     }
 }
@@ -93,26 +135,33 @@ pub(crate) fn start(hub: &Hub) {
     let rx = cluster.backplane.subscribe();
     let stop = cluster.stop.clone();
     let weak = Arc::downgrade(&hub.0);
-    tokio::spawn(consume(weak, rx, stop));
+    tokio::spawn(consume(weak, rx, stop, cluster.counts.clone()));
     let presence_rx = cluster
         .presence_rx
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .take();
     if let Some(rx) = presence_rx {
-        super::cluster_presence::spawn(hub, cluster.backplane.clone(), rx);
+        super::cluster_presence::spawn(hub, cluster.backplane.clone(), rx, cluster.counts.clone());
     }
 }
 
 /// Takes bus events one at a time: this task only queues and schedules, never waits
 /// for a room, so one busy room does not hold up the others.
-async fn consume(weak: Weak<HubInner>, mut rx: mpsc::Receiver<BusEvent>, stop: CancellationToken) {
+async fn consume(
+    weak: Weak<HubInner>,
+    mut rx: mpsc::Receiver<BusEvent>,
+    stop: CancellationToken,
+    counts: Arc<BackplaneCounts>,
+) {
     loop {
         let event = tokio::select! {
             e = rx.recv() => e,
             () = stop.cancelled() => return,
         };
         let Some(event) = event else { return };
+        // What still waits behind this one: the bus lag the metrics show.
+        counts.bus_queue.store(rx.len(), Ordering::Relaxed);
         let Some(inner) = weak.upgrade() else { return };
         Hub(inner).on_bus_event(event);
     }
@@ -143,6 +192,7 @@ impl Hub {
             }
             BusEvent::Lost => {
                 cluster.bus_up.send_replace(false);
+                BackplaneCounts::bump(&cluster.counts.subscription_losses);
             }
             BusEvent::Message(m) => self.on_bus_message(m),
             BusEvent::Presence(e) => self.on_presence_event(e, cluster.backplane.node()),
@@ -287,6 +337,9 @@ impl Hub {
         };
         match self.0.history.read(&room.name, query, limits).await {
             Ok(read) if read.complete => {
+                if !read.messages.is_empty() {
+                    BackplaneCounts::bump(&self.cluster().counts.gaps_filled);
+                }
                 for m in read.messages {
                     if until.is_some_and(|u| m.seq > u) {
                         break;
@@ -318,6 +371,7 @@ impl Hub {
         if members.is_empty() {
             return;
         }
+        BackplaneCounts::bump(&self.cluster().counts.continuity_losses);
         tracing::warn!(
             room = &*room.name,
             members = members.len(),
@@ -362,6 +416,7 @@ impl Hub {
                 tokio::time::timeout(wait, up.wait_for(|up| *up)).await,
                 Ok(Ok(_))
             ) {
+                BackplaneCounts::bump(&cluster.counts.publish_errors);
                 return Err(HistoryError::Unavailable(
                     "the backplane's subscription is down".into(),
                 ));
@@ -378,17 +433,20 @@ impl Hub {
         let (tx, rx) = oneshot::channel();
         cluster.waiters.insert(id, tx);
         let _guard = WaiterGuard { cluster, id };
+        let failed = |_: &HistoryError| BackplaneCounts::bump(&cluster.counts.publish_errors);
         let position = match room.ns.options().history {
             Some(limits) if !ephemeral => {
                 let (seq, epoch) = backplane
                     .append_publish(&room.name, &msg, limits, id)
-                    .await?;
+                    .await
+                    .inspect_err(failed)?;
                 Some(StreamPosition::new(seq, epoch))
             }
             _ => {
                 backplane
                     .publish_plain(&room.name, &msg.frame(None), id)
-                    .await?;
+                    .await
+                    .inspect_err(failed)?;
                 None
             }
         };

@@ -7,7 +7,13 @@
 //! - other nodes' changes come in as bus events ([`Hub::on_presence_event`]) and are
 //!   applied to the room's `RoomPresence` like local ones, as entries with a
 //!   connection id of their own (the node's tag in the high bits), so a user's first
-//!   connection anywhere announces the join and their last anywhere the leave;
+//!   connection anywhere announces the join and their last anywhere the leave, and
+//!   big rooms count, page and route the whole cluster;
+//! - the interest hook is asked on the node that has the connection (where its whole
+//!   identity is): whether its user is featured travels with the entry, and the
+//!   watchers of a user are found by user id, so local watchers hear of a watched
+//!   user on any node. What a remote connection watches is not needed here: only its
+//!   own node sends it anything;
 //! - [`Hub::reconcile_presence`] makes a room's view equal to Redis's (entries of
 //!   nodes whose heartbeat expired are dropped there, and their leaves announced
 //!   here), and rewrites this node's own entries if Redis lost them. It runs on a
@@ -20,6 +26,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
+use super::cluster::BackplaneCounts;
 use super::{ConnEntry, Hub, HubInner};
 use crate::presence::JoinInterest;
 use crate::protocol::PresenceMeta;
@@ -47,6 +54,16 @@ fn is_remote(conn_id: u64) -> bool {
     conn_id >> TAG_SHIFT != 0
 }
 
+/// What the room's interest index records for another node's connection: whether its
+/// user is featured, as that node's hook said. It watches nobody here (its watchers'
+/// diffs are sent by its own node).
+fn remote_interest(featured: bool) -> JoinInterest {
+    JoinInterest {
+        watches: Vec::new(),
+        featured,
+    }
+}
+
 /// One write to Redis, in the order the changes happened here.
 #[derive(Debug)]
 pub(crate) enum Write {
@@ -55,6 +72,8 @@ pub(crate) enum Write {
         conn: u64,
         user: String,
         meta: String,
+        /// What the interest hook said of the user (see the module docs).
+        featured: bool,
     },
     Leave {
         room: Arc<str>,
@@ -64,14 +83,23 @@ pub(crate) enum Write {
 }
 
 /// Starts the writer and the heartbeat tasks.
-pub(crate) fn spawn(hub: &Hub, backplane: RedisBackplane, rx: mpsc::Receiver<Write>) {
-    tokio::spawn(writer(backplane.clone(), rx));
+pub(crate) fn spawn(
+    hub: &Hub,
+    backplane: RedisBackplane,
+    rx: mpsc::Receiver<Write>,
+    counts: Arc<BackplaneCounts>,
+) {
+    tokio::spawn(writer(backplane.clone(), rx, counts));
     tokio::spawn(heartbeat(Arc::downgrade(&hub.0), backplane));
 }
 
 /// Writes this node's presence changes to Redis, one after the other (a join and the
 /// leave that follows it must not swap). Ends when the hub is dropped.
-async fn writer(backplane: RedisBackplane, mut rx: mpsc::Receiver<Write>) {
+async fn writer(
+    backplane: RedisBackplane,
+    mut rx: mpsc::Receiver<Write>,
+    counts: Arc<BackplaneCounts>,
+) {
     while let Some(w) = rx.recv().await {
         let result = match &w {
             Write::Join {
@@ -79,12 +107,18 @@ async fn writer(backplane: RedisBackplane, mut rx: mpsc::Receiver<Write>) {
                 conn,
                 user,
                 meta,
-            } => backplane.presence_join(room, *conn, user, meta).await,
+                featured,
+            } => {
+                backplane
+                    .presence_join(room, *conn, user, meta, *featured)
+                    .await
+            }
             Write::Leave { room, conn, user } => backplane.presence_leave(room, *conn, user).await,
         };
         if let Err(e) = result {
             // Redis is down: the reconciliation after it is back writes what is missing.
             tracing::debug!(error = %e, "presence write failed");
+            BackplaneCounts::bump(&counts.presence_errors);
         }
     }
 }
@@ -102,6 +136,9 @@ async fn heartbeat(weak: Weak<HubInner>, backplane: RedisBackplane) {
             }
             if let Err(e) = backplane.heartbeat().await {
                 tracing::debug!(error = %e, "presence heartbeat failed");
+                if let Some(cluster) = hub.backplane() {
+                    BackplaneCounts::bump(&cluster.counts.presence_errors);
+                }
             }
             hub.reconcile_all().await;
         }
@@ -118,16 +155,19 @@ impl Hub {
         if let Some(cluster) = self.backplane()
             && cluster.presence_tx.try_send(w).is_err()
         {
+            BackplaneCounts::bump(&cluster.counts.presence_errors);
             tracing::warn!("presence write queue full; the next reconciliation catches up");
         }
     }
 
-    /// This node's connection `entry` joined `room` with `meta` (as stamped).
+    /// This node's connection `entry` joined `room` with `meta` (as stamped);
+    /// `featured`: what the interest hook said of its user.
     pub(crate) fn cluster_presence_joined(
         &self,
         room: &Arc<str>,
         entry: &ConnEntry,
         meta: &PresenceMeta,
+        featured: bool,
     ) {
         let Ok(meta) = serde_json::to_string(meta) else {
             return;
@@ -137,6 +177,7 @@ impl Hub {
             conn: entry.id,
             user: entry.identity.user_id.clone(),
             meta,
+            featured,
         });
     }
 
@@ -158,6 +199,7 @@ impl Hub {
                 room,
                 user,
                 meta,
+                featured,
             } if node != me => {
                 let Some(state) = self.presence_room(&room) else {
                     return;
@@ -169,7 +211,7 @@ impl Hub {
                 let announced = {
                     let mut presence = state.presence_lock();
                     state.inbox.presence_events.fetch_add(1, Ordering::AcqRel);
-                    presence.join_entry(&user, meta, JoinInterest::default())
+                    presence.join_entry(&user, meta, remote_interest(featured))
                 };
                 if announced {
                     self.presence_changed(&state);
@@ -274,6 +316,7 @@ impl Hub {
             Ok(e) => e,
             Err(e) => {
                 tracing::debug!(room = &*state.name, error = %e, "presence reconciliation failed");
+                BackplaneCounts::bump(&cluster.counts.presence_errors);
                 return;
             }
         };
@@ -284,7 +327,7 @@ impl Hub {
                 own_in_redis.insert(e.conn, e.user);
             } else if let Ok(mut meta) = serde_json::from_str::<PresenceMeta>(&e.meta) {
                 meta.conn_id = remote_conn_id(e.node, e.conn);
-                remote.insert(meta.conn_id, (e.user, meta));
+                remote.insert(meta.conn_id, (e.user, meta, e.featured));
             }
         }
         let mut own_local = Vec::new();
@@ -312,18 +355,18 @@ impl Hub {
             for (user, metas) in snapshot.iter() {
                 for m in metas {
                     if !is_remote(m.conn_id) {
-                        own_local.push((user.to_owned(), m.clone()));
+                        own_local.push((user.to_owned(), m.clone(), presence.is_featured(user)));
                     } else if !raced && !remote.contains_key(&m.conn_id) {
                         changed |= presence.leave(user, m.conn_id);
                     }
                 }
             }
-            for (id, (user, meta)) in remote {
+            for (id, (user, meta, featured)) in remote {
                 if snapshot
                     .get(&user)
                     .is_none_or(|ms| ms.iter().all(|m| m.conn_id != id))
                 {
-                    changed |= presence.join_entry(&user, meta, JoinInterest::default());
+                    changed |= presence.join_entry(&user, meta, remote_interest(featured));
                 }
             }
             changed
@@ -334,7 +377,7 @@ impl Hub {
         }
         // This node's own entries, as Redis should have them (after a Redis restart,
         // or a write dropped).
-        for (user, meta) in &own_local {
+        for (user, meta, featured) in &own_local {
             if own_in_redis.remove(&meta.conn_id).is_none()
                 && let Ok(json) = serde_json::to_string(meta)
             {
@@ -343,6 +386,7 @@ impl Hub {
                     conn: meta.conn_id,
                     user: user.clone(),
                     meta: json,
+                    featured: *featured,
                 });
             }
         }

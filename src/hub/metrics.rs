@@ -65,6 +65,9 @@ impl Hub {
     /// | `wshub_rooms`, `wshub_presence_users` | gauge | `namespace` | rooms, users in presence (summed over rooms) |
     /// | `wshub_join_replays_total` | counter | `outcome` | joins given history: `recovered`, `not_recovered`, `history` |
     /// | `wshub_history_messages`, `wshub_history_bytes` | gauge | | stored history |
+    /// | `wshub_backplane_errors_total` | counter | `op` | with a backplane: Redis failures, by `publish` (answered `unavailable`), `presence` (writes, heartbeats, re-syncs), `subscription` (the bus lost) |
+    /// | `wshub_backplane_gaps_filled_total`, `wshub_backplane_continuity_losses_total` | counter | | with a backplane: gaps in a room's stream filled from history; rooms closed with 1013 because history could not fill one |
+    /// | `wshub_backplane_bus_queue` | gauge | | with a backplane: bus messages waiting for this node, as of the last one taken |
     ///
     /// Behind the numbers, from Rust: [`Hub::rooms`] (each room's connections and
     /// users), [`Room::connections`](crate::Room::connections) (who is in a room),
@@ -109,6 +112,10 @@ impl Hub {
             token_expiries: self.0.expired.load(Ordering::Relaxed),
             history_messages: history.messages,
             history_bytes: history.bytes,
+            #[cfg(feature = "redis")]
+            backplane: self.0.cluster.as_ref().map(|c| c.counts.gauges()),
+            #[cfg(not(feature = "redis"))]
+            backplane: None,
         }
     }
 }

@@ -264,6 +264,8 @@ impl Hub {
             },
             _ => JoinInterest::default(),
         };
+        #[cfg(feature = "redis")]
+        let featured = interest.featured;
         let announced = {
             let mut presence = state.presence_lock();
             {
@@ -332,7 +334,7 @@ impl Hub {
         }
         #[cfg(feature = "redis")]
         if let Some(meta) = cluster_meta {
-            self.cluster_presence_joined(&state.name, entry, &meta);
+            self.cluster_presence_joined(&state.name, entry, &meta, featured);
         }
         if announced {
             self.presence_changed(&state);

@@ -363,6 +363,43 @@ impl Collector for Scrape {
             MetricType::Gauge,
             |m| m.encode_gauge(&(g.history_bytes as u64)),
         )?;
+        if let Some(b) = &g.backplane {
+            labelled_counter(
+                e,
+                "wshub_backplane_errors",
+                "Backplane (Redis) failures, by operation: publish (answered unavailable), \
+                 presence (a write, heartbeat or re-sync; the next re-sync repairs it), \
+                 subscription (the bus subscription lost; resubscribed with backoff).",
+                "op",
+                [
+                    ("publish", b.publish_errors),
+                    ("presence", b.presence_errors),
+                    ("subscription", b.subscription_losses),
+                ],
+            )?;
+            counter(
+                e,
+                "wshub_backplane_gaps_filled",
+                "Gaps in a room's stream on this node filled from history.",
+                None,
+                b.gaps_filled,
+            )?;
+            counter(
+                e,
+                "wshub_backplane_continuity_losses",
+                "Rooms whose members were closed with 1013 because history could not fill a \
+                 gap (they re-join and are told recovered: false).",
+                None,
+                b.continuity_losses,
+            )?;
+            gauge(
+                e,
+                "wshub_backplane_bus_queue",
+                "Bus messages received from Redis and not yet taken by this node, as of the \
+                 last one taken.",
+                b.bus_queue as u64,
+            )?;
+        }
         Ok(())
     }
 }
@@ -388,6 +425,7 @@ mod tests {
         let m = Arc::new(Metrics::new(["news", "chat"]));
         let gauges = Gauges {
             namespaces: vec![NamespaceGauges::default(); 2],
+            backplane: Some(crate::metrics::record::BackplaneGauges::default()),
             ..Gauges::default()
         };
         let text = m.render(gauges);
@@ -437,6 +475,10 @@ mod tests {
             "wshub_join_replays_total",
             "wshub_history_messages",
             "wshub_history_bytes",
+            "wshub_backplane_errors_total",
+            "wshub_backplane_gaps_filled_total",
+            "wshub_backplane_continuity_losses_total",
+            "wshub_backplane_bus_queue",
         ];
         assert_eq!(names, expected);
         // Every label value is there from the start, at zero.

@@ -15,7 +15,9 @@
 //! Without the feature, [`Metrics`] is an empty enum: the hub holds `None` of it and
 //! every recording call compiles to nothing.
 //!
-//! Backplane errors and lag are not here yet: they come with the backplane.
+//! With a backplane (feature `redis`) a scrape also reads its counts (Redis failures
+//! by operation, gaps filled, continuity lost) and how many bus messages wait: kept as
+//! atomics on the backplane's own state, since they are rare or read as a gauge.
 
 #[cfg(feature = "metrics")]
 mod expose;
@@ -26,6 +28,8 @@ mod sharded;
 
 #[cfg(all(feature = "metrics", feature = "axum"))]
 pub(crate) use expose::CONTENT_TYPE;
+#[cfg(all(feature = "metrics", feature = "redis"))]
+pub(crate) use record::BackplaneGauges;
 #[cfg(feature = "metrics")]
 pub(crate) use record::{Gauges, Metrics, NamespaceGauges};
 

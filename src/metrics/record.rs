@@ -459,6 +459,31 @@ pub(crate) struct Gauges {
     /// Messages and bytes of stored history.
     pub(crate) history_messages: usize,
     pub(crate) history_bytes: usize,
+    /// The backplane's counts; `None` without one (no backplane series then).
+    pub(crate) backplane: Option<BackplaneGauges>,
+}
+
+/// What a backplane (feature `redis`) counted, read at scrape time from its atomics:
+/// Redis failures and how far behind the bus is.
+#[derive(Debug, Default, Clone, Copy)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) struct BackplaneGauges {
+    /// Publishes that failed `unavailable` (Redis unreachable, or this node's
+    /// subscription down).
+    pub(crate) publish_errors: u64,
+    /// Presence writes, heartbeats and re-syncs that failed, and writes dropped on a
+    /// full queue (each repaired by the next re-sync).
+    pub(crate) presence_errors: u64,
+    /// Times the bus subscription was lost (each followed by a resubscription and a
+    /// check of every room).
+    pub(crate) subscription_losses: u64,
+    /// Gaps in a room's stream on this node filled from history.
+    pub(crate) gaps_filled: u64,
+    /// Rooms whose members were closed with 1013 because history could not fill a gap.
+    pub(crate) continuity_losses: u64,
+    /// Bus messages received from Redis and not yet taken by the hub, as of the last
+    /// one taken: how far behind the bus this node is.
+    pub(crate) bus_queue: usize,
 }
 
 /// One namespace's gauges.

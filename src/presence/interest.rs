@@ -20,6 +20,13 @@ use crate::auth::Identity;
 /// memory, not a database round trip). Small rooms ignore the answers (every member is
 /// told of every change there); they are kept so a room that grows big routes at once.
 ///
+/// With a backplane (feature `redis`) the hook is asked only on the node that has the
+/// connection, with its whole [`Identity`] (claims included); a remote user is never
+/// presented to it as a partial identity. Whether a user is featured travels with
+/// their presence entry, so every node features them; the users a member watches
+/// are matched by user id against the entries of every node, so a member hears of a
+/// watched user wherever that user is connected. Give every node the same hook.
+///
 /// ```
 /// use wshub::{Identity, PresenceInterest};
 ///

@@ -346,6 +346,13 @@ impl RoomPresence {
         self.presence.clone()
     }
 
+    /// Whether `user` is featured in the room now (the interest hook said so of one
+    /// of their connections, and one is still here).
+    #[cfg(feature = "redis")]
+    pub(crate) fn is_featured(&self, user: &str) -> bool {
+        self.interest.is_featured(user)
+    }
+
     /// The number of users present.
     pub(crate) fn len_users(&self) -> usize {
         self.presence.len()

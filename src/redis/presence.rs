@@ -3,7 +3,10 @@
 //! the bus; a node proves it is alive with a key that expires (a heartbeat).
 //!
 //! - `{prefix}:pr:{room}`: field `NODE:CONN` (the node in hex, the connection's id on
-//!   it), value `USER\nMETA` (the entry as JSON, as the node stamped it).
+//!   it), value `FUSER\nMETA`: `F` is `+` if the user is featured in the room (the
+//!   application's [`PresenceInterest`](crate::PresenceInterest) said so on the node
+//!   that has the connection, where its whole identity is known) and `-` if not, then
+//!   the user id and the entry as JSON, as the node stamped it.
 //! - `{prefix}:alive:NODE`: set with an expiry of `presence_ttl`, refreshed every third
 //!   of it. A node that stops (killed, cut off) lets it expire: the next
 //!   reconciliation on any node drops its entries, and every node announces the
@@ -59,13 +62,15 @@ return out
 /// A presence change another node announced on the bus.
 #[derive(Debug)]
 pub(crate) enum PresenceEvent {
-    /// Connection `conn` of node `node` joined `room` as `user` with entry `meta` (JSON).
+    /// Connection `conn` of node `node` joined `room` as `user` with entry `meta`
+    /// (JSON); `featured`: what that node's interest hook said of the user.
     Join {
         node: u64,
         conn: u64,
         room: String,
         user: String,
         meta: String,
+        featured: bool,
     },
     /// It left.
     Leave {
@@ -86,16 +91,32 @@ pub(crate) struct RemoteEntry {
     pub(crate) user: String,
     /// The entry as JSON.
     pub(crate) meta: String,
+    /// Whether the user is featured in the room (see the module docs).
+    pub(crate) featured: bool,
 }
 
-/// Bus payloads: `PJ NODE CONN ROOM_LEN USER_LEN\nROOMUSERMETA`,
-/// `PL NODE CONN ROOM_LEN USER_LEN\nROOMUSER`, `PG NODE`.
-fn encode(kind: &str, node: u64, conn: u64, room: &str, user: &str, meta: &str) -> String {
+/// Bus payloads: `PJ NODE CONN ROOM_LEN USER_LEN F\nROOMUSERMETA` (`F`: `+` featured,
+/// `-` not), `PL NODE CONN ROOM_LEN USER_LEN -\nROOMUSER`, `PG NODE`.
+fn encode(
+    kind: &str,
+    node: u64,
+    conn: u64,
+    room: &str,
+    user: &str,
+    meta: &str,
+    featured: bool,
+) -> String {
     format!(
-        "{kind} {node:x} {conn} {} {}\n{room}{user}{meta}",
+        "{kind} {node:x} {conn} {} {} {}\n{room}{user}{meta}",
         room.len(),
-        user.len()
+        user.len(),
+        flag(featured)
     )
+}
+
+/// The featured flag as written in a payload or a hash value.
+fn flag(featured: bool) -> char {
+    if featured { '+' } else { '-' }
 }
 
 /// Parses a presence payload (`None`: not one).
@@ -112,6 +133,7 @@ pub(crate) fn decode(text: &str) -> Option<PresenceEvent> {
     let conn = f.next()?.parse().ok()?;
     let room_len: usize = f.next()?.parse().ok()?;
     let user_len: usize = f.next()?.parse().ok()?;
+    let featured = f.next() == Some("+");
     let (room, rest) = rest.split_at_checked(room_len)?;
     let (user, meta) = rest.split_at_checked(user_len)?;
     let (room, user) = (room.to_owned(), user.to_owned());
@@ -122,6 +144,7 @@ pub(crate) fn decode(text: &str) -> Option<PresenceEvent> {
             room,
             user,
             meta: meta.to_owned(),
+            featured,
         }),
         "PL" => Some(PresenceEvent::Leave {
             node,
@@ -146,20 +169,22 @@ impl RedisBackplane {
         format!("{:x}:{conn}", self.0.node)
     }
 
-    /// Writes this node's connection `conn` into `room`'s presence and announces it.
+    /// Writes this node's connection `conn` into `room`'s presence and announces it;
+    /// `featured`: what this node's interest hook said of `user` in `room`.
     pub(crate) async fn presence_join(
         &self,
         room: &str,
         conn: u64,
         user: &str,
         meta: &str,
+        featured: bool,
     ) -> Result<(), HistoryError> {
-        let payload = encode("PJ", self.0.node, conn, room, user, meta);
+        let payload = encode("PJ", self.0.node, conn, room, user, meta, featured);
         let script = redis::Script::new(JOIN);
         let mut inv = script.prepare_invoke();
         inv.key(self.presence_key(room))
             .arg(self.field(conn))
-            .arg(format!("{user}\n{meta}"))
+            .arg(format!("{}{user}\n{meta}", flag(featured)))
             .arg(self.channel())
             .arg(payload);
         self.0.history.run_script(inv).await
@@ -172,7 +197,7 @@ impl RedisBackplane {
         conn: u64,
         user: &str,
     ) -> Result<(), HistoryError> {
-        let payload = encode("PL", self.0.node, conn, room, user, "");
+        let payload = encode("PL", self.0.node, conn, room, user, "", false);
         let script = redis::Script::new(LEAVE);
         let mut inv = script.prepare_invoke();
         inv.key(self.presence_key(room))
@@ -200,6 +225,11 @@ impl RedisBackplane {
             let Some((user, meta)) = pair[1].split_once('\n') else {
                 continue;
             };
+            let (featured, user) = match user.split_at_checked(1) {
+                Some(("+", user)) => (true, user),
+                Some(("-", user)) => (false, user),
+                _ => continue,
+            };
             let (Ok(node), Ok(conn)) = (u64::from_str_radix(node, 16), conn.parse()) else {
                 continue;
             };
@@ -208,6 +238,7 @@ impl RedisBackplane {
                 conn,
                 user: user.to_owned(),
                 meta: meta.to_owned(),
+                featured,
             });
         }
         Ok(out)
@@ -245,21 +276,32 @@ mod tests {
 
     #[test]
     fn presence_events_round_trip() {
-        let p = encode("PJ", 0xab, 7, "chat:x", "ann", r#"{"conn_id":"7"}"#);
-        match decode(&p).unwrap() {
-            PresenceEvent::Join {
-                node,
-                conn,
-                room,
-                user,
-                meta,
-            } => assert_eq!(
-                (node, conn, room.as_str(), user.as_str(), meta.as_str()),
-                (0xab, 7, "chat:x", "ann", r#"{"conn_id":"7"}"#)
-            ),
-            other => panic!("{other:?}"),
+        for featured in [false, true] {
+            let p = encode(
+                "PJ",
+                0xab,
+                7,
+                "chat:x",
+                "ann",
+                r#"{"conn_id":"7"}"#,
+                featured,
+            );
+            match decode(&p).unwrap() {
+                PresenceEvent::Join {
+                    node,
+                    conn,
+                    room,
+                    user,
+                    meta,
+                    featured: f,
+                } => assert_eq!(
+                    (node, conn, room.as_str(), user.as_str(), meta.as_str(), f),
+                    (0xab, 7, "chat:x", "ann", r#"{"conn_id":"7"}"#, featured)
+                ),
+                other => panic!("{other:?}"),
+            }
         }
-        let p = encode("PL", 0xab, 7, "chat:x", "ann", "");
+        let p = encode("PL", 0xab, 7, "chat:x", "ann", "", false);
         assert!(matches!(
             decode(&p),
             Some(PresenceEvent::Leave { conn: 7, .. })

@@ -16,8 +16,10 @@
 #![allow(dead_code)]
 
 pub mod attack;
+pub mod chat_process;
 pub mod client;
 pub mod cluster;
+pub mod cluster_crowd;
 pub mod crowd;
 pub mod cut_proxy;
 pub mod echo;
