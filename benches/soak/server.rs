@@ -3,7 +3,7 @@
 //! when the soak panics.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -21,61 +21,15 @@ const START_ATTEMPTS: usize = 3;
 /// Uses the `cargo` that runs this bench (`CARGO`), and its JSON messages to find the
 /// binary wherever the target directory is.
 pub(crate) fn build_chat() -> io::Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    // Cargo describes this bench to it in its environment (`CARGO_MANIFEST_DIR`,
-    // `CARGO_PKG_NAME`, ...). Some build scripts (ring's) rebuild when those change:
-    // passed on, they would make this build and the next `cargo bench` rebuild each
-    // other's dependencies every time.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("CARGO_PKG_")
-            || name.starts_with("CARGO_MANIFEST_")
-            || matches!(
-                &*name,
-                "CARGO_CRATE_NAME"
-                    | "CARGO_BIN_NAME"
-                    | "CARGO_PRIMARY_PACKAGE"
-                    | "CARGO_TARGET_TMPDIR"
-                    | "CARGO_RUSTC_CURRENT_DIR"
-            )
-        {
-            cmd.env_remove(&*name);
-        }
-    }
-    let mut child = cmd
-        .args([
-            "build",
-            "--profile",
-            "bench",
-            "--example",
-            "chat",
-            "--message-format=json-render-diagnostics",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let mut exe = None;
-    let stdout = child.stdout.take().expect("piped stdout");
-    for line in BufReader::new(stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line?) else {
-            continue;
-        };
-        if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "chat" {
-            if let Some(path) = msg["executable"].as_str() {
-                exe = Some(PathBuf::from(path));
-            }
-        }
-    }
-    let status = child.wait()?;
-    if !status.success() {
-        return Err(io::Error::other(format!(
-            "cargo build --example chat: {status}"
-        )));
-    }
-    exe.ok_or_else(|| io::Error::other("cargo built no chat executable"))
+    build_example::build_example(
+        "chat",
+        &["--profile", "bench"],
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+    )
 }
+
+#[path = "../../tests/common/build_example.rs"]
+mod build_example;
 
 /// The running chat. Dropping it kills the process (SIGKILL) and reaps it.
 #[derive(Debug)]

@@ -3,7 +3,6 @@
 //! runs the tests, copied to a private file (the target directory may be shared and
 //! rebuilt meanwhile), started on a free loopback port, SIGKILLed when dropped.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,56 +29,8 @@ pub fn chat_binary() -> &'static Path {
 }
 
 fn build_chat() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    // Cargo describes this test to it in its environment; passed on, some build
-    // scripts would see a changed environment and rebuild (see benches/soak).
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("CARGO_PKG_")
-            || name.starts_with("CARGO_MANIFEST_")
-            || matches!(
-                &*name,
-                "CARGO_CRATE_NAME"
-                    | "CARGO_BIN_NAME"
-                    | "CARGO_PRIMARY_PACKAGE"
-                    | "CARGO_TARGET_TMPDIR"
-                    | "CARGO_RUSTC_CURRENT_DIR"
-            )
-        {
-            cmd.env_remove(&*name);
-        }
-    }
-    let mut child = cmd
-        .args([
-            "build",
-            "--all-features",
-            "--example",
-            "chat",
-            "--message-format=json-render-diagnostics",
-        ])
-        .current_dir(super::manifest_dir())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("running cargo to build the chat example");
-    let mut exe = None;
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line.unwrap()) else {
-            continue;
-        };
-        if msg["reason"] == "compiler-artifact"
-            && msg["target"]["name"] == "chat"
-            && let Some(path) = msg["executable"].as_str()
-        {
-            exe = Some(PathBuf::from(path));
-        }
-    }
-    assert!(
-        child.wait().unwrap().success(),
-        "cargo build --example chat"
-    );
-    exe.expect("cargo built no chat executable")
+    super::build_example::build_example("chat", &["--all-features"], super::manifest_dir())
+        .expect("building the chat example")
 }
 
 /// A running chat process; dropping it kills it (SIGKILL).

@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 pub mod attack;
+pub mod build_example;
 pub mod chat_process;
 pub mod client;
 pub mod cluster;
