@@ -64,13 +64,14 @@ fn closed_with(state: &ConnectionState) -> Option<(u16, &str)> {
 /// The events of a re-join: recovered with nothing missed (the same hub, nothing
 /// published meanwhile), or not recovered (a restarted hub: another epoch, at `seq`
 /// 0); then the new presence snapshot. Diffs of the old connection before them are
-/// skipped.
+/// skipped. `before` is the room's position taken before the connection was lost:
+/// `Subscription::position` may already be the re-join's by the time the test looks.
 async fn expect_rejoined(
     lobby: &mut wshub::client::Subscription<ChatMessage>,
     user: &str,
     recovered: bool,
+    before: Option<wshub::StreamPosition>,
 ) {
-    let before = lobby.position();
     loop {
         match next_event(lobby).await {
             RoomEvent::PresenceDiff(_) => continue,
@@ -105,6 +106,7 @@ async fn a_restarted_server_gets_its_clients_back() {
     let mut events = ann.events();
     let mut lobby = ann.join::<ChatMessage>("chat:lobby").await.unwrap();
     states_until(&mut events, is_connected).await;
+    let before = lobby.position();
 
     assert!(hub1.shutdown().await);
     tokio::time::timeout(EVENT_TIMEOUT, served1)
@@ -140,7 +142,7 @@ async fn a_restarted_server_gets_its_clients_back() {
     states_until(&mut events, is_connected).await;
     // A new process, a new in-memory history: the client is told it may have missed
     // messages.
-    expect_rejoined(&mut lobby, "ann", false).await;
+    expect_rejoined(&mut lobby, "ann", false, before).await;
     // The queued publish went out after the re-join, so it reached the room.
     let published = tokio::time::timeout(EVENT_TIMEOUT, offline)
         .await
@@ -174,6 +176,7 @@ async fn a_slow_consumer_close_reconnects_and_rejoins() {
     let mut events = ann.events();
     let mut lobby = ann.join::<ChatMessage>("chat:lobby").await.unwrap();
     states_until(&mut events, is_connected).await;
+    let before = lobby.position();
 
     assert_eq!(hub.disconnect_user("ann", 1013u16, "slow consumer"), 1);
     let states = states_until(&mut events, is_connected).await;
@@ -193,7 +196,7 @@ async fn a_slow_consumer_close_reconnects_and_rejoins() {
         matches!(states[1], ConnectionState::Connecting { attempt: 1 }),
         "{states:?}"
     );
-    expect_rejoined(&mut lobby, "ann", true).await;
+    expect_rejoined(&mut lobby, "ann", true, before).await;
     hub.room::<ChatMessage>("chat:lobby")
         .unwrap()
         .publish(ChatMessage {
@@ -278,6 +281,7 @@ async fn an_expired_token_is_renewed_before_reconnecting() {
     let mut events = ann.events();
     let mut lobby = ann.join::<ChatMessage>("chat:lobby").await.unwrap();
     states_until(&mut events, is_connected).await;
+    let before = lobby.position();
 
     // The hub closes the connection with 1008 when the identity expires.
     let states = states_until(&mut events, is_connected).await;
@@ -306,7 +310,7 @@ async fn an_expired_token_is_renewed_before_reconnecting() {
             ("long".to_owned(), "header")
         ]
     );
-    expect_rejoined(&mut lobby, "ann", true).await;
+    expect_rejoined(&mut lobby, "ann", true, before).await;
     assert_eq!(
         ann.publish(
             "chat:lobby",
