@@ -89,7 +89,9 @@ impl Claims {
 
     /// The claims as a `serde_json::Map` (a copy).
     pub fn to_map(&self) -> Map<String, Value> {
-        self.iter().map(|(k, v)| (k.to_owned(), v.clone())).collect()
+        self.iter()
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect()
     }
 
     fn find(&self, key: &str) -> Result<usize, usize> {
@@ -196,7 +198,10 @@ mod tests {
             serde_json::to_value(&c).unwrap(),
             json!({ "role": "host", "tenant": 7 })
         );
-        assert_eq!(format!("{c:?}"), r#"{"role": String("host"), "tenant": Number(7)}"#);
+        assert_eq!(
+            format!("{c:?}"),
+            r#"{"role": String("host"), "tenant": Number(7)}"#
+        );
     }
 
     #[test]

@@ -286,8 +286,8 @@ mod tests {
     // Not a glob: `DynAuthenticator` in scope would make `.authenticate()` on concrete
     // authenticators ambiguous. Methods of `dyn DynAuthenticator` need no import.
     use super::{
-        Action, AllowAnonymous, AuthRejection, AuthRequest, Authenticator, Identity,
-        StatusCode, SystemTime,
+        Action, AllowAnonymous, AuthRejection, AuthRequest, Authenticator, Identity, StatusCode,
+        SystemTime,
     };
 
     // Shared with the tests of `request`, `builtin` and `jwt`.

@@ -273,11 +273,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             if self.close_sent && (self.close_received.is_some() || self.read_eof) {
                 // Both sides said goodbye: the server closes TCP first (RFC 6455 §7.1.1).
                 // Bounded too: a TLS shutdown writes (close_notify) and can block.
+                // Boxed, like the other closing paths below: a timer is about 100
+                // bytes, and every idle connection's future would carry it inline.
                 let at = self.close_deadline_at();
-                let _ = tokio::time::timeout_at(
+                let _ = Box::pin(tokio::time::timeout_at(
                     at,
                     poll_fn(|cx| Pin::new(&mut self.stream).poll_shutdown(cx)),
-                )
+                ))
                 .await;
                 self.write_shut = true;
                 return Ok(None);
@@ -293,8 +295,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                         // Still flush our close (within the close deadline: a peer that
                         // half-closed may never read); then the loop above finishes.
                         let at = self.close_deadline_at();
-                        let _ = tokio::time::timeout_at(at, poll_fn(|cx| self.poll_write_side(cx)))
-                            .await;
+                        let _ = Box::pin(tokio::time::timeout_at(
+                            at,
+                            poll_fn(|cx| self.poll_write_side(cx)),
+                        ))
+                        .await;
                         self.close_sent = true;
                     }
                 }
