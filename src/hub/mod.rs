@@ -5,6 +5,7 @@ mod cluster;
 #[cfg(feature = "redis")]
 mod cluster_presence;
 mod config;
+mod conn_rooms;
 mod connection;
 mod control;
 mod introspect;
@@ -23,6 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use conn_rooms::ConnRooms;
 use dashmap::DashMap;
 use tokio::sync::{Notify, watch};
 use tokio_util::task::TaskTracker;
@@ -116,7 +118,7 @@ pub(crate) struct ConnEntry {
     pub(crate) peer: Option<SocketAddr>,
     /// The rooms this connection joined. Locked briefly by its own task (join, leave,
     /// publish checks) and by the hub when it disconnects the connection.
-    pub(crate) rooms: Mutex<HashMap<Arc<str>, Arc<RoomState>>>,
+    pub(crate) rooms: Mutex<ConnRooms>,
     /// Set (under the `rooms` lock) once the connection has left its rooms for good
     /// (`leave_all`): a server-side join racing the disconnect sees it under the same
     /// lock and undoes itself, so no room keeps a connection that has gone.
@@ -128,7 +130,7 @@ pub(crate) struct ConnEntry {
 }
 
 impl ConnEntry {
-    pub(crate) fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<RoomState>>> {
+    pub(crate) fn rooms(&self) -> std::sync::MutexGuard<'_, ConnRooms> {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -772,7 +774,7 @@ impl Hub {
             identity,
             outbound,
             peer,
-            rooms: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(ConnRooms::default()),
             gone: AtomicBool::new(false),
             data: Mutex::new(connection::DataMap::default()),
         });
