@@ -76,7 +76,9 @@ pub struct WebSocket<S> {
     close_in_batch: bool,
     needs_flush: bool,
     close_sent: bool,
-    close_received: Option<Option<CloseFrame>>,
+    /// The peer's close frame, once received (boxed: every open connection carries
+    /// this field, and only a closing one fills it).
+    close_received: Option<Box<Option<CloseFrame>>>,
     read_eof: bool,
     write_shut: bool,
     /// When closing must be over: armed (`close_timeout` ahead) when the connection first
@@ -198,7 +200,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// The close frame the peer sent, once it has sent one (`Some(None)`: a close frame
     /// without a code).
     pub fn peer_close(&self) -> Option<Option<&CloseFrame>> {
-        self.close_received.as_ref().map(|c| c.as_ref())
+        self.close_received.as_deref().map(Option::as_ref)
     }
 
     /// The underlying stream.
