@@ -68,9 +68,12 @@ impl Hub {
                 let Ok(Some((stream, origin))) = header.await else {
                     return;
                 };
-                conn_hub
-                    .serve_accepted(stream, Some(origin), deadline, Some(pending.guard))
+                let upgraded = conn_hub
+                    .upgrade_by(stream, Some(origin), deadline, Some(pending.guard))
                     .await;
+                if let Some(upgraded) = upgraded {
+                    conn_hub.spawn_session(upgraded);
+                }
             });
         })
         .await
@@ -98,8 +101,12 @@ impl Hub {
                 };
                 match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        hub.serve_accepted(tls, Some(origin), deadline, Some(pending.guard))
+                        let upgraded = hub
+                            .upgrade_by(tls, Some(origin), deadline, Some(pending.guard))
                             .await;
+                        if let Some(upgraded) = upgraded {
+                            hub.spawn_session(upgraded);
+                        }
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -214,38 +221,59 @@ impl Hub {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let deadline = Instant::now() + self.config().handshake_timeout;
-        self.serve_accepted(stream, peer.map(Origin::direct), deadline, None)
+        let upgraded = self
+            .upgrade_by(stream, peer.map(Origin::direct), deadline, None)
             .await;
+        if let Some((ws, identity, slot, client)) = upgraded {
+            session::run(self.clone(), ws, identity, client, slot).await;
+        }
     }
 
-    /// Upgrades `stream` by `deadline`, gives its pending place back, and runs it.
+    /// Runs an upgraded connection in a task of its own.
+    ///
+    /// Why not go on in the task that did the handshake: a task's memory is sized
+    /// for the largest state its future can be in, and that task's future holds the
+    /// handshake's state (the request, the PROXY header's reader, the deadline's
+    /// timer) next to the connection's. A fresh task holds only the connection, for
+    /// as long as it is open (one spawn per connection, against about 1 KiB less for
+    /// every open one).
+    fn spawn_session<S>(&self, (ws, identity, slot, client): Upgraded<S>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.spawn_tracked(session::run(self.clone(), ws, identity, client, slot));
+    }
+
+    /// Upgrades `stream` by `deadline` and gives its pending place back. `None`: the
+    /// handshake was refused, failed or was too late (already logged and counted).
     /// `origin`: who the connection is from (the TCP peer, or a PROXY header's client).
-    async fn serve_accepted<S>(
+    async fn upgrade_by<S>(
         &self,
         stream: S,
         origin: Option<Origin>,
         deadline: Instant,
         pending: Option<PendingGuard>,
-    ) where
+    ) -> Option<Upgraded<S>>
+    where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         // The handshake runs in its own allocation, freed when it ends: awaited inline,
-        // its state (request, headers, timers) would stay in every connection's task
-        // for the connection's whole life.
+        // its state (request, headers, timers) would stay in the task until the
+        // connection is handed to a task of its own.
         let peer = origin.as_ref().map(|o| o.client);
         let upgraded =
             tokio::time::timeout_at(deadline, Box::pin(self.upgrade(stream, origin))).await;
         // Upgraded or refused, the connection is no longer pending.
         drop(pending);
-        let (ws, identity, slot, client) = match upgraded {
+        let upgraded = match upgraded {
             Ok(Some(upgraded)) => upgraded,
-            Ok(None) => return,
+            Ok(None) => return None,
             Err(_) => {
                 tracing::debug!(?peer, "handshake deadline passed: connection closed");
                 if let Some(metrics) = self.metrics() {
                     metrics.handshake_timed_out();
                 }
-                return;
+                return None;
             }
         };
         if let Some(metrics) = self.metrics() {
@@ -253,17 +281,12 @@ impl Hub {
             let accepted = deadline - self.config().handshake_timeout;
             metrics.handshake_done(accepted.elapsed());
         }
-        session::run(self.clone(), ws, identity, client).await;
-        drop(slot);
+        Some(upgraded)
     }
 
     /// The opening handshake, limits and authentication of one raw stream. Returns the
     /// client's address too (after forwarding headers), for the connection's logs.
-    async fn upgrade<S>(
-        &self,
-        stream: S,
-        origin: Option<Origin>,
-    ) -> Option<(WebSocket<S>, Identity, Slot, Option<SocketAddr>)>
+    async fn upgrade<S>(&self, stream: S, origin: Option<Origin>) -> Option<Upgraded<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -385,6 +408,10 @@ fn slot_refusal(e: &SlotError) -> (StatusCode, String) {
     };
     (status, message.to_owned())
 }
+
+/// An upgraded connection, ready to run: its socket, who it is, the connection slot
+/// it holds, and the client's address (after forwarding headers).
+type Upgraded<S> = (WebSocket<S>, Identity, Slot, Option<SocketAddr>);
 
 /// Where a connection comes from, as far as the hub can tell.
 #[derive(Debug, Clone, Copy)]
@@ -646,11 +673,10 @@ mod axum_route {
                             deflate,
                             BytesMut::new(),
                         );
-                        session::run(hub, ws, identity, peer).await;
+                        session::run(hub, ws, identity, peer, slot).await;
                     }
                     Err(e) => tracing::debug!(?peer, error = %e, "upgrade failed"),
                 }
-                drop(slot);
             });
             let (parts, ()) = negotiated.response().into_parts();
             if let Some(metrics) = self.metrics() {

@@ -130,7 +130,7 @@ impl JwtAuth {
         Ok(Identity {
             user_id,
             name,
-            claims,
+            claims: claims.into(),
             expires_at,
         })
     }

@@ -15,6 +15,7 @@
 //! tokens there.
 
 mod builtin;
+mod claims;
 #[cfg(feature = "jwt")]
 mod jwt;
 mod request;
@@ -25,9 +26,10 @@ use std::pin::Pin;
 use std::time::SystemTime;
 
 use http::StatusCode;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 pub use builtin::{AllowAnonymous, StaticTokens};
+pub use claims::Claims;
 #[cfg(feature = "jwt")]
 pub use jwt::{JwtAuth, JwtKeyError};
 pub use request::AuthRequest;
@@ -42,8 +44,10 @@ pub struct Identity {
     /// Display name, shown to other users; not unique, not trusted for decisions.
     pub name: String,
     /// Everything else the authenticator knows (JWT claims, roles, tenant), for
-    /// [`Authenticator::authorize`] and the application.
-    pub claims: Map<String, Value>,
+    /// [`Authenticator::authorize`] and the application. Read it like a map
+    /// (`identity.claims.get("role")`); it is a compact [`Claims`] rather than a
+    /// `serde_json::Map` because every open connection keeps its identity.
+    pub claims: Claims,
     /// When the credential stops being valid. The hub closes the connection then
     /// (close code 1008) so a revoked-by-expiry token does not live on in an open socket.
     pub expires_at: Option<SystemTime>,
@@ -55,20 +59,20 @@ impl Identity {
         Identity {
             user_id: user_id.into(),
             name: name.into(),
-            claims: Map::new(),
+            claims: Claims::new(),
             expires_at: None,
         }
     }
 
-    /// Replaces the claims.
-    pub fn with_claims(mut self, claims: Map<String, Value>) -> Self {
-        self.claims = claims;
+    /// Replaces the claims: a [`Claims`], or a `serde_json::Map`.
+    pub fn with_claims(mut self, claims: impl Into<Claims>) -> Self {
+        self.claims = claims.into();
         self
     }
 
     /// Adds (or replaces) one claim.
     pub fn with_claim(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
-        self.claims.insert(key.into(), value.into());
+        self.claims.insert(key, value);
         self
     }
 
@@ -282,8 +286,8 @@ mod tests {
     // Not a glob: `DynAuthenticator` in scope would make `.authenticate()` on concrete
     // authenticators ambiguous. Methods of `dyn DynAuthenticator` need no import.
     use super::{
-        Action, AllowAnonymous, AuthRejection, AuthRequest, Authenticator, Identity, Map,
-        StatusCode, SystemTime,
+        Action, AllowAnonymous, AuthRejection, AuthRequest, Authenticator, Identity, StatusCode,
+        SystemTime,
     };
 
     // Shared with the tests of `request`, `builtin` and `jwt`.
@@ -305,7 +309,7 @@ mod tests {
         assert!(!id.is_expired(now));
         assert!(id.is_expired(now + Duration::from_secs(60)));
         assert!(!Identity::new("u", "n").is_expired(now));
-        let id = id.with_claims(Map::new());
+        let id = id.with_claims(serde_json::Map::new());
         assert!(id.claims.is_empty());
     }
 

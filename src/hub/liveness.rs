@@ -196,7 +196,10 @@ mod tests {
         let ws =
             WebSocket::from_parts(server, Role::Server, hub.ws_config(), None, BytesMut::new());
         let identity = Identity::new(user, user);
-        tokio::spawn(crate::session::run(hub.clone(), ws, identity, None));
+        let Ok(slot) = hub.reserve_slot(None) else {
+            panic!("no connection slot")
+        };
+        tokio::spawn(crate::session::run(hub.clone(), ws, identity, None, slot));
         let (op, welcome) = read_frame(&mut peer).await;
         assert_eq!(op, TEXT);
         assert!(welcome.starts_with(br#"{"op":"welcome""#));

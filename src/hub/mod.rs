@@ -5,6 +5,7 @@ mod cluster;
 #[cfg(feature = "redis")]
 mod cluster_presence;
 mod config;
+mod conn_rooms;
 mod connection;
 mod control;
 mod introspect;
@@ -23,6 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use conn_rooms::ConnRooms;
 use dashmap::DashMap;
 use tokio::sync::{Notify, watch};
 use tokio_util::task::TaskTracker;
@@ -116,7 +118,7 @@ pub(crate) struct ConnEntry {
     pub(crate) peer: Option<SocketAddr>,
     /// The rooms this connection joined. Locked briefly by its own task (join, leave,
     /// publish checks) and by the hub when it disconnects the connection.
-    pub(crate) rooms: Mutex<HashMap<Arc<str>, Arc<RoomState>>>,
+    pub(crate) rooms: Mutex<ConnRooms>,
     /// Set (under the `rooms` lock) once the connection has left its rooms for good
     /// (`leave_all`): a server-side join racing the disconnect sees it under the same
     /// lock and undoes itself, so no room keeps a connection that has gone.
@@ -128,7 +130,7 @@ pub(crate) struct ConnEntry {
 }
 
 impl ConnEntry {
-    pub(crate) fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<RoomState>>> {
+    pub(crate) fn rooms(&self) -> std::sync::MutexGuard<'_, ConnRooms> {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -453,10 +455,17 @@ impl HubBuilder {
 }
 
 /// A reserved connection slot; gives back every count it took when dropped.
+///
+/// Every open connection's task holds one, so it is kept small: the client's address
+/// once, not its host and network groups (recomputed from it when the slot is given
+/// back: `addr_grouping` does not change after the hub is built).
 pub(crate) struct Slot {
     hub: Hub,
-    host: Option<IpAddr>,
-    network: Option<IpAddr>,
+    /// The address the per-host and per-network counts were taken for.
+    ip: Option<IpAddr>,
+    /// Which of them this slot holds: 0 none, 1 the host's, 2 the host's and the
+    /// network's.
+    counted: u8,
     user: Option<Arc<str>>,
 }
 
@@ -492,11 +501,14 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let inner = &self.hub.0;
         inner.open.fetch_sub(1, Ordering::AcqRel);
-        if let Some(host) = self.host {
-            release(&inner.per_host, &host);
-        }
-        if let Some(network) = self.network {
-            release(&inner.per_network, &network);
+        if let Some(ip) = self.ip {
+            let grouping = &inner.config.addr_grouping;
+            if self.counted >= 1 {
+                release(&inner.per_host, &grouping.host(ip));
+            }
+            if self.counted >= 2 {
+                release(&inner.per_network, &grouping.network(ip));
+            }
         }
         if let Some(user) = &self.user {
             release(&inner.per_user, &**user);
@@ -719,8 +731,8 @@ impl Hub {
         // From here on the slot gives its counts back if we refuse.
         let mut slot = Slot {
             hub: self.clone(),
-            host: None,
-            network: None,
+            ip: peer.map(|p| p.ip()),
+            counted: 0,
             user: None,
         };
         if let Some(ip) = peer.map(|p| p.ip()) {
@@ -729,7 +741,7 @@ impl Hub {
                 self.0.refused.fetch_add(1, Ordering::Relaxed);
                 return Err(SlotError::PerIp);
             }
-            slot.host = Some(host);
+            slot.counted = 1;
             let network = config.addr_grouping.network(ip);
             if !acquire(
                 &self.0.per_network,
@@ -739,7 +751,7 @@ impl Hub {
                 self.0.refused.fetch_add(1, Ordering::Relaxed);
                 return Err(SlotError::PerNetwork);
             }
-            slot.network = Some(network);
+            slot.counted = 2;
         }
         Ok(slot)
     }
@@ -772,7 +784,7 @@ impl Hub {
             identity,
             outbound,
             peer,
-            rooms: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(ConnRooms::default()),
             gone: AtomicBool::new(false),
             data: Mutex::new(connection::DataMap::default()),
         });

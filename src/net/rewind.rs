@@ -13,17 +13,21 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Used after a PROXY protocol header, whose reader may read a few bytes of the TLS or
 /// HTTP handshake that follows in the same packet. The prefix is at most
 /// [`proxy_protocol::MAX_LEN`](super::proxy_protocol::MAX_LEN) bytes and its memory is
-/// freed as soon as it has been read, so a long-lived connection carries only an
-/// empty `Bytes` (no per-connection buffer).
+/// freed as soon as it has been read, so a long-lived connection carries only a
+/// `None` (no per-connection buffer).
 #[derive(Debug)]
 pub(crate) struct Rewind<S> {
-    prefix: Bytes,
+    /// Boxed, and `None` once read or when empty: every connection to `Hub::serve`
+    /// is a `Rewind` for as long as it is open, a `Bytes` is 32 bytes, and only
+    /// connections through a PROXY-protocol proxy ever have a prefix.
+    prefix: Option<Box<Bytes>>,
     inner: S,
 }
 
 impl<S> Rewind<S> {
     /// `inner`, with `prefix` to be read first.
     pub(crate) fn new(inner: S, prefix: Bytes) -> Self {
+        let prefix = (!prefix.is_empty()).then(|| Box::new(prefix));
         Rewind { prefix, inner }
     }
 }
@@ -34,13 +38,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            if self.prefix.is_empty() {
+        if let Some(prefix) = self.prefix.as_mut() {
+            let n = prefix.len().min(buf.remaining());
+            buf.put_slice(&prefix[..n]);
+            prefix.advance(n);
+            if prefix.is_empty() {
                 // Release the storage now rather than with the connection.
-                self.prefix = Bytes::new();
+                self.prefix = None;
             }
             return Poll::Ready(Ok(()));
         }
@@ -95,7 +99,7 @@ mod tests {
         let mut rest = [0u8; 7];
         s.read_exact(&mut rest).await.unwrap();
         assert_eq!(&rest, b"o world");
-        assert!(s.prefix.is_empty());
+        assert!(s.prefix.is_none());
         s.write_all(b"back").await.unwrap();
         let mut back = [0u8; 4];
         peer.read_exact(&mut back).await.unwrap();

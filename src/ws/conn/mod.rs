@@ -76,7 +76,9 @@ pub struct WebSocket<S> {
     close_in_batch: bool,
     needs_flush: bool,
     close_sent: bool,
-    close_received: Option<Option<CloseFrame>>,
+    /// The peer's close frame, once received (boxed: every open connection carries
+    /// this field, and only a closing one fills it).
+    close_received: Option<Box<Option<CloseFrame>>>,
     read_eof: bool,
     write_shut: bool,
     /// When closing must be over: armed (`close_timeout` ahead) when the connection first
@@ -198,7 +200,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// The close frame the peer sent, once it has sent one (`Some(None)`: a close frame
     /// without a code).
     pub fn peer_close(&self) -> Option<Option<&CloseFrame>> {
-        self.close_received.as_ref().map(|c| c.as_ref())
+        self.close_received.as_deref().map(Option::as_ref)
     }
 
     /// The underlying stream.
@@ -273,11 +275,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             if self.close_sent && (self.close_received.is_some() || self.read_eof) {
                 // Both sides said goodbye: the server closes TCP first (RFC 6455 §7.1.1).
                 // Bounded too: a TLS shutdown writes (close_notify) and can block.
+                // Boxed, like the other closing paths below: a timer is about 100
+                // bytes, and every idle connection's future would carry it inline.
                 let at = self.close_deadline_at();
-                let _ = tokio::time::timeout_at(
+                let _ = Box::pin(tokio::time::timeout_at(
                     at,
                     poll_fn(|cx| Pin::new(&mut self.stream).poll_shutdown(cx)),
-                )
+                ))
                 .await;
                 self.write_shut = true;
                 return Ok(None);
@@ -293,8 +297,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                         // Still flush our close (within the close deadline: a peer that
                         // half-closed may never read); then the loop above finishes.
                         let at = self.close_deadline_at();
-                        let _ = tokio::time::timeout_at(at, poll_fn(|cx| self.poll_write_side(cx)))
-                            .await;
+                        let _ = Box::pin(tokio::time::timeout_at(
+                            at,
+                            poll_fn(|cx| self.poll_write_side(cx)),
+                        ))
+                        .await;
                         self.close_sent = true;
                     }
                 }

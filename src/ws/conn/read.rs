@@ -215,7 +215,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                         });
                     }
                 }
-                self.close_received = Some(close);
+                self.close_received = Some(Box::new(close));
                 Ok(None)
             }
             TEXT | BINARY if header.is_final => {
