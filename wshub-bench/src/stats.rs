@@ -94,6 +94,21 @@ impl Stats {
         self.fail(crate::conn::failure_kind(e), format!("{who}: {e:#}"));
     }
 
+    /// Counts how opening connection `index` ended: opened, or failed by kind. The
+    /// connection when it opened.
+    pub fn opened<T>(&self, index: usize, opened: anyhow::Result<T>) -> Option<T> {
+        match opened {
+            Ok(ws) => {
+                self.connected.fetch_add(1, Ordering::Relaxed);
+                Some(ws)
+            }
+            Err(e) => {
+                self.connect_failure(format!("connection {index}"), &e);
+                None
+            }
+        }
+    }
+
     /// Counts a failed connection of kind `kind`, keeping `message`.
     pub fn fail(&self, kind: String, message: impl std::fmt::Display) {
         self.connect_failed.fetch_add(1, Ordering::Relaxed);

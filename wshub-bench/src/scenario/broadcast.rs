@@ -166,16 +166,7 @@ pub async fn run(target: Target, opts: BroadcastOpts) -> anyhow::Result<Report> 
         let (stats, gate) = (stats.clone(), gate.clone());
         joins.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.expect("never closed");
-            match connect_and_join(&target, index, &room).await {
-                Ok(ws) => {
-                    stats.connected.fetch_add(1, Ordering::Relaxed);
-                    Some(ws)
-                }
-                Err(e) => {
-                    stats.connect_failure(format!("connection {index}"), &e);
-                    None
-                }
-            }
+            stats.opened(index, connect_and_join(&target, index, &room).await)
         }));
     }
     let mut sinks = Vec::new();

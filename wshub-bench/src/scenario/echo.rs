@@ -89,16 +89,7 @@ pub async fn run(target: Target, opts: EchoOpts) -> anyhow::Result<Report> {
         let (target, stats, gate) = (target.clone(), stats.clone(), gate.clone());
         opening.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.expect("never closed");
-            match target.connect(index).await {
-                Ok(ws) => {
-                    stats.connected.fetch_add(1, Ordering::Relaxed);
-                    Some(ws)
-                }
-                Err(e) => {
-                    stats.connect_failure(format!("connection {index}"), &e);
-                    None
-                }
-            }
+            stats.opened(index, target.connect(index).await)
         }));
     }
     let mut conns = Vec::new();
