@@ -74,10 +74,30 @@ async fn peer_addresses_reach_the_app_and_the_hubs_per_ip_limit() {
     .unwrap();
     req.headers_mut()
         .insert("sec-websocket-protocol", "wshub.v1".parse().unwrap());
-    let (_b, resp) = tokio_tungstenite::client_async(req, tcp)
+    let (mut b, resp) = tokio_tungstenite::client_async(req, tcp)
         .await
         .expect("upgrade from 127.0.0.2");
     assert_eq!(resp.status(), 101);
+    // The session registers the connection in its own task, just after the 101: a
+    // join answered (after the `welcome`) means it is counted.
+    use futures_util::{SinkExt, StreamExt};
+    b.send(tokio_tungstenite::tungstenite::Message::text(
+        r#"{"op":"join","room":"chat:lobby","id":1}"#,
+    ))
+    .await
+    .unwrap();
+    let reply = loop {
+        let frame = b.next().await.unwrap().unwrap();
+        let msg: serde_json::Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+        if msg["op"] == "reply" {
+            break msg;
+        }
+    };
+    assert_eq!(
+        (reply["id"].as_u64(), reply["ok"].as_bool()),
+        (Some(1), Some(true)),
+        "{reply}"
+    );
     assert_eq!(hub.stats().connections, 2);
     a.close().await;
 }
