@@ -99,8 +99,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     slices[i] = IoSlice::new(if i == 0 { &f[self.woff..] } else { f });
                     n += 1;
                 }
-                let written = match Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..n])
-                {
+                // One frame (the usual case for paced traffic): a plain write, which a
+                // TCP stream turns into `send`. The kernel's `writev` path costs more per
+                // call for a socket (the vectored file-write path and its position
+                // lock), which shows with one small write per delivery (BENCHMARKS.md).
+                let res = if n == 1 {
+                    Pin::new(&mut self.stream).poll_write(cx, &slices[0])
+                } else {
+                    Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..n])
+                };
+                let written = match res {
                     Poll::Ready(r) => r?,
                     Poll::Pending => return self.park_writer(cx),
                 };
