@@ -31,9 +31,10 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# Interop test peers (tests/peers/): Python `websockets`, Node `ws` and
-# playwright-core, pinned in tests/peers/requirements.txt and
-# tests/peers/package.json + package-lock.json.
+# Interop test peers (tests/peers/): Python `websockets`, Node `ws`,
+# playwright-core, and socket.io + jsonwebtoken (wshub-bench's test against the
+# comparison's real Socket.IO server, wshub-bench/tests/socketio_node.rs), pinned in
+# tests/peers/requirements.txt and tests/peers/package.json + package-lock.json.
 section "test peers: Python (tests/peers/requirements.txt)"
 # PIP_BREAK_SYSTEM_PACKAGES: lets pip install into a Debian-managed python3
 # (PEP 668) too; no effect on other interpreters.
@@ -43,4 +44,5 @@ python3 -c 'import websockets; print("websockets", websockets.__version__)'
 
 section "test peers: Node (tests/peers/package-lock.json)"
 npm ci --prefix tests/peers --no-audit --no-fund --loglevel=error
-node -e 'console.log("node", process.version, "ws", require("./tests/peers/node_modules/ws/package.json").version)'
+node -e 'const v = (p) => require("./tests/peers/node_modules/" + p + "/package.json").version;
+console.log("node", process.version, "ws", v("ws"), "socket.io", v("socket.io"), "jsonwebtoken", v("jsonwebtoken"))'

@@ -66,7 +66,6 @@ cannot() { # peer scenario
   case "$1:$2" in
     tokio-tungstenite:deflate) echo "tokio-tungstenite 0.30 has no permessage-deflate" ;;
     socketioxide:deflate) echo "socketioxide rides on tokio-tungstenite: no permessage-deflate" ;;
-    socketioxide:churn) echo "no JWT check written for the socketioxide peer" ;;
   esac
 }
 

@@ -476,7 +476,8 @@ impl Target {
 
 /// What kind of failure ended a connection attempt, for counting failures by kind: the
 /// HTTP status when the server refused the upgrade (`401`, `429`, `503`...), else
-/// `timeout`, `refused` (nothing listening), `io` or `other`.
+/// `timeout`, `refused` (nothing listening), `connect_error` (a Socket.IO server refused
+/// the namespace connect), `io` or `other`.
 pub fn failure_kind(e: &anyhow::Error) -> String {
     use tokio_tungstenite::tungstenite::Error as WsError;
     for cause in e.chain() {
@@ -490,6 +491,9 @@ pub fn failure_kind(e: &anyhow::Error) -> String {
             if let Some(code) = why.strip_prefix("HTTP ").and_then(|s| s.get(..3)) {
                 return code.to_owned();
             }
+        }
+        if cause.is::<crate::socketio::ConnectError>() {
+            return "connect_error".into();
         }
         if cause.is::<tokio::time::error::Elapsed>() {
             return "timeout".into();

@@ -46,7 +46,8 @@ pub struct Report {
     /// Connections that ended before the run did.
     pub dropped: u64,
     /// The failed connections by kind: the HTTP status of a refused upgrade (`401`,
-    /// `429`, `503`), `timeout`, `refused` (nothing listening), `io`, `join`...
+    /// `429`, `503`), `timeout`, `refused` (nothing listening), `connect_error` (a
+    /// Socket.IO server refused the namespace connect), `io`, `join`...
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub failures: BTreeMap<String, u64>,
     /// How long opening (and joining) every connection took.

@@ -24,11 +24,29 @@ pub async fn open(ws: &mut Ws) -> anyhow::Result<()> {
         if text.starts_with("40") {
             return Ok(());
         }
-        if text.starts_with("44") {
-            bail!("namespace connect refused: {text}");
+        if let Some(why) = text.strip_prefix("44") {
+            return Err(ConnectError(why.to_owned()).into());
         }
     }
 }
+
+/// The server refused the namespace connect: a `44{"message":..}` packet, what a
+/// Socket.IO client sees as a `connect_error` (a connect middleware, such as an auth
+/// check, said no). Counted as the failure kind `connect_error`: the WebSocket upgrade
+/// itself succeeded, so there is no HTTP status to count it by.
+#[derive(Debug)]
+pub struct ConnectError(
+    /// The packet's payload after `44`: the server's JSON, `{"message":..}`.
+    pub String,
+);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "namespace connect refused (connect_error): {}", self.0)
+    }
+}
+
+impl std::error::Error for ConnectError {}
 
 /// The event frame carrying `data` (JSON) as event `msg`.
 pub fn event(data: &str) -> String {

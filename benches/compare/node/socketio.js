@@ -1,7 +1,7 @@
 // Socket.IO 4.8: every `msg` event goes to every socket (io.emit, the sender
 // included), websocket transport only.
 //
-//   PORT=9002 node socketio.js
+//   PORT=9002 node socketio.js   (PORT=0: a free port, the one printed)
 //   DEFLATE=1     offer permessage-deflate
 //   JWT_SECRET=s  refuse connections without ?token=<HS256 JWT signed with s>
 'use strict';
@@ -28,4 +28,6 @@ if (secret) {
 io.on('connection', (socket) => {
   socket.on('msg', (data) => io.emit('msg', data));
 });
-server.listen(port, '127.0.0.1', () => console.log(`socketio listening on ${port}`));
+server.listen(port, '127.0.0.1', () =>
+  console.log(`socketio listening on ${server.address().port}`),
+);

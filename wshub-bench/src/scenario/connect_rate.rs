@@ -5,7 +5,8 @@
 //! The latency histogram is the handshake time: from the start of the TCP connect to
 //! the `welcome` (so it includes the server's token check). Failures are counted by
 //! kind: the HTTP status of a refused upgrade (`401`, `429`, `503`...), `timeout`,
-//! `refused`, `io`, `join` (the join was refused) or `other`.
+//! `refused`, `connect_error` (a Socket.IO server refused the namespace connect), `io`,
+//! `join` (the join was refused) or `other`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,5 +1,8 @@
-//! Servers for the scenario tests: wshub hubs on 127.0.0.1 port 0.
+//! Servers for the scenario tests: wshub hubs on 127.0.0.1 port 0, and (in [`node`])
+//! the comparison's real Socket.IO server.
 #![allow(dead_code)] // Each test file uses some of these.
+
+pub mod node;
 
 use std::net::SocketAddr;
 
