@@ -8,14 +8,22 @@
 #   ... change, rebuild (cargo build --release in benches/compare/servers) ...
 #   bash benches/compare/ab.sh /tmp/before "$CARGO_TARGET_DIR/release/wshub-broadcast"
 #
+# Two different peers pair the same way: give each side's protocol, e.g. wshub
+# against the tokio-tungstenite server (built by `cargo build --release` in servers/):
+#
+#   PROTO_B=plain bash benches/compare/ab.sh "$T/wshub-broadcast" "$T/tt-broadcast"
+#
 # Environment: ROUNDS=5, SCENARIO="paced" (or "burst", "c-paced", "d-paced", "d-burst",
-# "idle", "churn": connect, join, close, without JWT).
+# "idle", "churn": connect, join, close, without JWT), PROTO_A=wshub, PROTO_B=wshub
+# (the generator's --proto for each side: wshub, plain or socketio).
 # Prints, per scenario, each side's median server CPU per publish, latency and
 # deliveries/s (idle: RSS per connection).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 A=$1 B=$2
+PROTO_A=${PROTO_A:-wshub}
+PROTO_B=${PROTO_B:-wshub}
 ROUNDS=${ROUNDS:-5}
 SCENARIO=${SCENARIO:-paced}
 OUT=${OUT:-$(mktemp -d)}
@@ -44,8 +52,10 @@ one() { # SIDE BIN ROUND
     if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
     sleep 0.05
   done
-  local pid_arg=(--server-pid "$pid")
-  [ "$SCENARIO" = churn ] && pid_arg=()
+  local proto=$PROTO_A
+  [ "$side" = b ] && proto=$PROTO_B
+  local pid_arg=(--server-pid "$pid" --proto "$proto")
+  [ "$SCENARIO" = churn ] && pid_arg=(--proto "$proto")
   # shellcheck disable=SC2046
   taskset -c 1 "$GEN" $(args "$SCENARIO" | cut -d' ' -f1) "ws://127.0.0.1:$PORT/" \
     $(args "$SCENARIO" | cut -d' ' -f2-) "${pid_arg[@]}" --quiet --json \
