@@ -124,6 +124,15 @@ pub struct HubConfig {
     /// message, and a user who joins and leaves within a tick costs nothing.
     /// Default: 100 ms (live enough for people, ten diffs a second at most).
     pub presence_tick: Duration,
+    /// The longest gap between a small room's diffs while its presence keeps changing.
+    /// A room's first diff after a quiet spell goes out on the next tick; while changes
+    /// keep coming, each diff waits twice as long as the one before, up to this, and
+    /// carries the byte budget of the ticks it waited
+    /// ([`presence_diff_budget`](Self::presence_diff_budget) per tick), so presence
+    /// stays as current in bytes while a join storm costs each member a few messages a
+    /// second instead of ten: a storm's cost is one write per member per diff.
+    /// Default: 1 s. Set it to `presence_tick` for a diff every tick.
+    pub presence_tick_max: Duration,
     /// Most bytes of entries in one `presence_diff` (one entry may pass it); changes
     /// left over are announced on the next tick. With `presence_tick` this bounds the
     /// presence bytes one member receives per room: at most
@@ -309,6 +318,7 @@ impl Default for HubConfig {
             max_recovery: 1_000,
             max_join_history: 100,
             presence_tick: Duration::from_millis(100),
+            presence_tick_max: Duration::from_secs(1),
             presence_diff_budget: 4096,
             presence_big_room: 200,
             presence_count_interval: Duration::from_secs(1),

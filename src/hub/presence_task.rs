@@ -62,6 +62,8 @@ pub(crate) fn flush(hub: &Hub) {
     let config = hub.config();
     let limits = TickLimits {
         budget: config.presence_diff_budget,
+        tick: config.presence_tick,
+        tick_max: config.presence_tick_max.max(config.presence_tick),
         count_interval: config.presence_count_interval,
         min_big: config.presence_min_big,
     };

@@ -75,8 +75,12 @@ impl Mode {
 /// The limits of one tick.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TickLimits {
-    /// Most bytes of entries in one diff (one entry may pass it).
+    /// Most bytes of entries in one diff per tick it waited (one entry may pass it).
     pub(crate) budget: usize,
+    /// The presence tick: a small room's least gap between diffs.
+    pub(crate) tick: Duration,
+    /// A small room's longest gap between diffs while it keeps changing.
+    pub(crate) tick_max: Duration,
     /// Least time between two counts.
     pub(crate) count_interval: Duration,
     /// Least time a room stays big before it may turn small again.
@@ -150,8 +154,7 @@ impl PresenceSource for RoomPresence {
     fn tick(&mut self, now: Instant, limits: TickLimits) -> Tick {
         let mut tick = Tick::default();
         if !self.mode.big {
-            tick.diff = self.take_diff(limits.budget);
-            tick.more = self.has_pending();
+            self.paced_diff(now, limits, &mut tick);
             return tick;
         }
         let count = self.count();
@@ -254,8 +257,11 @@ mod tests {
     use super::*;
     use crate::protocol::PresenceMeta;
 
+    // No pacing (a gap of zero): these tests tick a room several times at once.
     const LIMITS: TickLimits = TickLimits {
         budget: usize::MAX,
+        tick: Duration::ZERO,
+        tick_max: Duration::ZERO,
         count_interval: Duration::from_secs(1),
         min_big: Duration::from_secs(10),
     };

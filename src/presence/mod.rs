@@ -47,6 +47,7 @@
 
 mod big;
 mod interest;
+mod pace;
 mod source;
 
 use std::collections::BTreeMap;
@@ -55,6 +56,8 @@ pub(crate) use big::{Mode, Tick, TickLimits};
 pub use interest::PresenceInterest;
 pub(crate) use interest::{InterestIndex, JoinInterest};
 pub(crate) use source::PresenceSource;
+
+use tokio::time::Instant;
 
 #[cfg(test)]
 use serde_json::Value;
@@ -115,6 +118,8 @@ pub(crate) struct RoomPresence {
     interest: InterestIndex,
     /// Snapshots taken for members ([`snapshot_for_member`](Self::snapshot_for_member)).
     snapshots: u64,
+    /// How often this room's diffs go out while it is small ([`pace`]).
+    pace: pace::Pace,
 }
 
 impl Default for RoomPresence {
@@ -162,7 +167,21 @@ impl RoomPresence {
             mode: Mode::new(big_room),
             interest: InterestIndex::default(),
             snapshots: 0,
+            pace: pace::Pace::default(),
         }
+    }
+
+    /// A small room's tick: the diff, when the room's pace lets one go out now (it
+    /// carries the byte budget of the ticks it waited); the room ticks again while
+    /// changes are pending.
+    fn paced_diff(&mut self, now: Instant, limits: TickLimits, tick: &mut Tick) {
+        if let Some(ticks) = self.pace.due(now, limits) {
+            tick.diff = self.take_diff(limits.budget.saturating_mul(ticks));
+            if tick.diff.is_some() {
+                self.pace.sent(now, limits);
+            }
+        }
+        tick.more = self.has_pending();
     }
 
     /// Adds connection `conn_id` of `user` with `meta` (`null` is stored as `{}`).
