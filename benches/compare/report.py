@@ -153,7 +153,7 @@ def section(out):
         row("2. paced 100/s: p99 latency, ms", "paced_p99"),
         row("2. paced 100/s: max latency, ms", "paced_max"),
         row("2. paced 100/s: server CPU per publish, ms (delivered %)", "paced_cpu", 2, "", "paced_pct"),
-        row("3. idle 10,000 (rooms of 100): server RSS per connection, KiB", "idle_rss", 1),
+        row("3. idle 10,000 (rooms of 100): server RSS per connection, KiB", "idle_rss", 2),
         row("4. 1.5 KiB, 20/s: server CPU per publish, ms", "c_paced"),
         row("4. same, permessage-deflate: server CPU per publish, ms", "d_paced"),
         row("4. 1.5 KiB burst 500: deliveries/s (delivered %)", "c_burst", 0, "/s", "c_burst_pct"),

@@ -133,10 +133,12 @@ pub struct HubConfig {
     /// second instead of ten: a storm's cost is one write per member per diff.
     /// Default: 1 s. Set it to `presence_tick` for a diff every tick.
     pub presence_tick_max: Duration,
-    /// Most bytes of entries in one `presence_diff` (one entry may pass it); changes
-    /// left over are announced on the next tick. With `presence_tick` this bounds the
-    /// presence bytes one member receives per room: at most
-    /// `presence_diff_budget` + one entry per tick. Default: 4 KiB (so at most about
+    /// Most bytes of entries in one `presence_diff` per tick it waited (one entry may
+    /// pass it; a diff paced by [`presence_tick_max`](Self::presence_tick_max) carries
+    /// the budget of each tick since the last); changes left over are announced in the
+    /// next diff. With `presence_tick` this bounds the presence bytes one member
+    /// receives per room: on average at most `presence_diff_budget` + one entry per
+    /// tick. Default: 4 KiB (so at most about
     /// 45 KB/s per room per member, with the default tick and meta limit, however fast
     /// the room churns).
     pub presence_diff_budget: usize,

@@ -46,7 +46,7 @@ impl Pace {
     pub(crate) fn sent(&mut self, now: Instant, limits: TickLimits) {
         let gap = match self.last {
             Some((last, gap)) if now <= last + gap + limits.tick => {
-                (gap * 2).min(limits.tick_max).max(limits.tick)
+                gap.saturating_mul(2).min(limits.tick_max).max(limits.tick)
             }
             _ => limits.tick,
         };
