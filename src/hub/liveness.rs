@@ -209,7 +209,13 @@ mod tests {
     /// Reads one server frame (unmasked, under 64 KiB) that must already be on its way:
     /// the 1 ms limit never lets the paused clock jump to the next sweep.
     async fn read_frame(peer: &mut Peer) -> (u8, Vec<u8>) {
-        timeout(Duration::from_millis(1), async {
+        read_frame_within(peer, Duration::from_millis(1)).await
+    }
+
+    /// [`read_frame`], for a frame that comes within `wait` (far less than a sweep
+    /// interval, so the paused clock cannot reach the next sweep).
+    async fn read_frame_within(peer: &mut Peer, wait: Duration) -> (u8, Vec<u8>) {
+        timeout(wait, async {
             let mut head = [0; 2];
             peer.read_exact(&mut head).await.unwrap();
             assert_eq!(head[1] & 0x80, 0, "server frames are unmasked");
@@ -255,17 +261,23 @@ mod tests {
     }
 
     /// Joins `chat:r` and reads up to the join reply and the presence diff announcing
-    /// the join (sent on the next presence tick).
+    /// the join (sent on a later presence tick: the next one, or up to
+    /// `presence_tick_max` later while the room keeps changing).
     async fn join(peer: &mut Peer) {
         send_frame(peer, TEXT, br#"{"op":"join","room":"chat:r","id":1}"#).await;
         let mut replied = false;
         loop {
-            let (op, payload) = read_frame(peer).await;
+            // Before the reply, only what is on its way; after it, the paused clock may
+            // move on to the diff's tick.
+            let wait = if replied {
+                Duration::from_millis(1_200)
+            } else {
+                Duration::from_millis(1)
+            };
+            let (op, payload) = read_frame_within(peer, wait).await;
             assert_eq!(op, TEXT);
             if payload.starts_with(br#"{"op":"reply","id":1,"ok":true"#) {
                 replied = true;
-                // The paused clock moves to the next presence tick (100 ms by default).
-                tokio::time::sleep(Duration::from_millis(101)).await;
             } else if replied && payload.starts_with(br#"{"op":"presence_diff""#) {
                 return;
             }
