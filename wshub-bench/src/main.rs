@@ -132,8 +132,9 @@ enum Scenario {
         /// leave within one presence tick usually go unannounced).
         #[arg(long, default_value = "0s", value_parser = parse_duration)]
         dwell: Duration,
-        /// How long to wait for the last diffs once churning ends.
-        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        /// How long to wait for the last diffs once churning ends (wshub paces a
+        /// churning room's diffs down to one per `presence_tick_max`, 1 s by default).
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
         drain: Duration,
     },
     /// Connected clients all lose their connection (the server closes them, or

@@ -47,8 +47,9 @@ pub struct PresenceChurnOpts {
     /// How long to churn as fast as possible (ignored with a schedule).
     #[serde(serialize_with = "crate::phases::ser_secs")]
     pub duration: Duration,
-    /// How long to wait for the last diffs once churning ends (the server sends
-    /// diffs once per presence tick, 100 ms by default in wshub).
+    /// How long to wait for the last diffs once churning ends (wshub sends a room's
+    /// diffs at most once per presence tick, 100 ms by default, and less often while
+    /// the room keeps changing, down to once per `presence_tick_max`, 1 s).
     #[serde(serialize_with = "crate::phases::ser_secs")]
     pub drain: Duration,
     /// Connections opened at once.
@@ -67,7 +68,7 @@ impl Default for PresenceChurnOpts {
             schedule: None,
             dwell: Duration::ZERO,
             duration: Duration::from_secs(10),
-            drain: Duration::from_secs(1),
+            drain: Duration::from_secs(2),
             connect_concurrency: 256,
             progress: true,
         }

@@ -30,15 +30,28 @@ fn builder() -> HubBuilder {
 
 /// A hub with a token per connection: `tok-0` is user `u0`, `tok-1` user `u1`...
 pub fn hub(tokens: usize) -> Hub {
-    let tokens = (0..tokens)
+    builder().authenticator(static_tokens(tokens)).build()
+}
+
+/// `tokens` static tokens: `tok-0` is user `u0`, `tok-1` user `u1`...
+fn static_tokens(tokens: usize) -> StaticTokens {
+    (0..tokens)
         .map(|i| {
             (
                 format!("tok-{i}"),
                 Identity::new(format!("u{i}"), format!("user {i}")),
             )
         })
-        .collect::<StaticTokens>();
-    builder().authenticator(tokens).build()
+        .collect()
+}
+
+/// [`hub`], with a presence diff on every tick that has changes (`presence_tick_max`
+/// equal to `presence_tick`, no pacing): every change outlasting a tick is announced.
+pub fn unpaced_hub(tokens: usize) -> Hub {
+    builder()
+        .configure(|c| c.presence_tick_max = c.presence_tick)
+        .authenticator(static_tokens(tokens))
+        .build()
 }
 
 /// A hub that takes HS256 JWTs signed with `secret`.
