@@ -60,14 +60,7 @@ async fn server(port: &str) {
     }
     let hub = Hub::builder()
         .namespace(ns)
-        .configure(|c| {
-            c.max_connections = 20_000;
-            c.max_connections_per_ip = 20_000;
-            c.max_connections_per_network = 20_000;
-            c.max_pending_connections = 4096;
-            c.max_pending_per_host = 4096;
-            c.max_pending_per_network = 4096;
-        })
+        .configure(|c| wshub::bench_support::lift_limits_for_load(c, 20_000))
         .build();
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
         .await

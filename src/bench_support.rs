@@ -1,5 +1,6 @@
-//! Hooks for the crate's own benchmarks (`benches/fanout.rs`). Not part of the public
-//! API: hidden from the documentation and free to change in any release.
+//! Hooks for the crate's own benchmarks (`benches/`, `benches/compare`, `wshub-bench`'s
+//! tests). Not part of the public API: hidden from the documentation and free to
+//! change in any release.
 
 use std::fmt;
 use std::io::{self, IoSlice};
@@ -14,8 +15,27 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::auth::Identity;
-use crate::hub::{Hub, RoomError};
+use crate::hub::{Hub, HubConfig, RoomError};
 use crate::ws::{Outbound, Role, WebSocket};
+
+/// Raises every limit that one load generator on loopback meets and a real crowd
+/// would not: the connection caps (all of 127.0.0.x is one /24 network of a few
+/// hosts) to `connections`, the handshakes in flight per host and network, and the
+/// message, user, host and membership rates (a generator publishes and joins as fast
+/// as it can). Everything else keeps its default.
+pub fn lift_limits_for_load(c: &mut HubConfig, connections: usize) {
+    c.max_connections = connections;
+    c.max_connections_per_network = connections;
+    c.max_connections_per_ip = connections;
+    c.max_pending_connections = 4_096;
+    c.max_pending_per_host = 4_096;
+    c.max_pending_per_network = 4_096;
+    c.rate_per_second = f64::INFINITY;
+    c.rate_burst = f64::INFINITY;
+    c.user_rate_per_second = f64::INFINITY;
+    c.host_rate_per_second = f64::INFINITY;
+    c.membership_rate_per_second = f64::INFINITY;
+}
 
 /// Bytes written by every subscriber's stream, and a way to wait for a total.
 #[derive(Default)]

@@ -21,10 +21,19 @@ const JOINERS: usize = 40;
 /// seconds). Returns the observer's diffs during the storm and after it, with when
 /// each arrived, and the hub.
 async fn storm(tick_max: Option<Duration>) -> (wshub::Hub, MemClient, Vec<(Value, Instant)>) {
-    let mut builder = hub_builder(JOINERS + 10, 200);
-    if let Some(max) = tick_max {
-        builder = builder.configure(move |c| c.presence_tick_max = max);
-    }
+    storm_with(move |c| {
+        if let Some(max) = tick_max {
+            c.presence_tick_max = max;
+        }
+    })
+    .await
+}
+
+/// [`storm`] on a hub configured by `configure`.
+async fn storm_with(
+    configure: impl FnOnce(&mut wshub::HubConfig) + Send + 'static,
+) -> (wshub::Hub, MemClient, Vec<(Value, Instant)>) {
+    let builder = hub_builder(JOINERS + 10, 200).configure(configure);
     let hub = builder.build();
     let tick = hub.config().presence_tick;
     let mut observer = connect(&hub, 0, 0).await;
@@ -98,4 +107,20 @@ async fn tick_max_equal_to_the_tick_sends_a_diff_every_tick() {
     assert_eq!(joined(&diffs), expected);
     // Joins over twenty ticks: a diff for each tick that had one.
     assert!(diffs.len() >= 19, "{} diffs", diffs.len());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paced_diff_carries_the_budget_of_the_ticks_it_waited() {
+    // A budget of one byte a tick: each diff holds one entry per tick it waited (an
+    // entry may pass the budget), so a diff that waited a second holds ten joins. With
+    // the budget of a single tick, 40 joins would take 40 diffs, most of them after
+    // the storm.
+    let (hub, _observer, diffs) = storm_with(|c| c.presence_diff_budget = 1).await;
+    let mut expected: Vec<String> = (1..=JOINERS).map(user).collect();
+    expected.sort();
+    assert_eq!(joined(&diffs), expected, "every join within the drain");
+    let sizes: Vec<usize> = diffs.iter().map(|(d, _)| ids(&d["joins"]).len()).collect();
+    assert!(sizes.iter().any(|&n| n >= 8), "{sizes:?}");
+    assert!(diffs.len() <= 12, "{sizes:?}");
+    drop(hub);
 }

@@ -202,7 +202,7 @@ impl RoomPresence {
         // Split borrows: the index is read while `pending` is drained.
         let index = std::mem::take(&mut self.interest);
         let mut featured = Vec::new();
-        let diff = self.take_diff_where(budget, |user, was_featured| {
+        let diff = self.take_diff_where(budget, 1, |user, was_featured| {
             if was_featured {
                 featured.push(user.to_owned());
             }

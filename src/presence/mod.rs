@@ -172,11 +172,11 @@ impl RoomPresence {
     }
 
     /// A small room's tick: the diff, when the room's pace lets one go out now (it
-    /// carries the byte budget of the ticks it waited); the room ticks again while
-    /// changes are pending.
+    /// holds what the ticks it waited would have: their byte budgets, and at least an
+    /// entry each); the room ticks again while changes are pending.
     fn paced_diff(&mut self, now: Instant, limits: TickLimits, tick: &mut Tick) {
         if let Some(ticks) = self.pace.due(now, limits) {
-            tick.diff = self.take_diff(limits.budget.saturating_mul(ticks));
+            tick.diff = self.take_diff_where(limits.budget, ticks, |_, _| true);
             if tick.diff.is_some() {
                 self.pace.sent(now, limits);
             }
@@ -300,22 +300,29 @@ impl RoomPresence {
     /// Takes the diff that brings every member's view to the room's state: users
     /// whose presence changed since the last diff and whom some member may believe
     /// otherwise. Stops once the diff holds `budget` bytes of entries (users left over
-    /// stay pending). `None` if there is nothing to announce.
+    /// stay pending; the entry that reaches the budget may pass it). `None` if there is
+    /// nothing to announce. (The hub's ticks take theirs through `tick`.)
+    #[cfg(test)]
     pub(crate) fn take_diff(&mut self, budget: usize) -> Option<PresenceDiff> {
-        self.take_diff_where(budget, |_, _| true)
+        self.take_diff_where(budget, 1, |_, _| true)
     }
 
     /// [`take_diff`](Self::take_diff) of the users `wanted` keeps (given the user and
     /// whether they were featured); the others are dropped from `pending` unannounced
-    /// and cost no budget.
+    /// and cost no budget. The diff stands for `ticks` ticks (a paced diff, `pace`):
+    /// it holds what that many diffs would, `ticks` budgets and at least `ticks`
+    /// entries, so pacing never announces less than a diff every tick would.
     fn take_diff_where(
         &mut self,
         budget: usize,
+        ticks: usize,
         mut wanted: impl FnMut(&str, bool) -> bool,
     ) -> Option<PresenceDiff> {
         let mut diff = PresenceDiff::default();
         let mut bytes = 0;
-        while bytes < budget {
+        let mut entries = 0;
+        let budget = budget.saturating_mul(ticks);
+        while bytes < budget || entries < ticks {
             let Some((user, mut pending)) = self.pending.pop_first() else {
                 break;
             };
@@ -326,12 +333,14 @@ impl RoomPresence {
             match self.presence.users.get(&user) {
                 Some(now) if pending.beliefs & BELIEVED_ABSENT != 0 => {
                     bytes += entry_len(&user, &now.metas);
+                    entries += 1;
                     diff.joins.users.insert(user, now.clone());
                 }
                 None if pending.beliefs & BELIEVED_PRESENT != 0 => {
                     // A leave always has the meta of the connection that left last.
                     let metas = pending.left.into_iter().collect::<Vec<_>>();
                     bytes += entry_len(&user, &metas);
+                    entries += 1;
                     diff.leaves.users.insert(user, UserMetas { metas });
                 }
                 // Every member already believes the truth: a join and a leave within

@@ -311,7 +311,7 @@ async fn read_loop(
 ) {
     // One wait for the stop signal for the whole loop, not one a message: a fresh
     // `changed()` each time registered and unregistered a waiter under the channel's
-    // lock for every delivery, a tenth of the generator's time in a burst.
+    // lock for every delivery, about 5% of the generator's time in a burst.
     let stopped = stop.changed();
     tokio::pin!(stopped);
     loop {

@@ -19,13 +19,7 @@ use wshub_bench::report::Report;
 fn builder() -> HubBuilder {
     Hub::builder()
         .namespace(Namespace::<serde_json::Value>::new("bench"))
-        .configure(|c| {
-            c.rate_per_second = f64::INFINITY;
-            c.rate_burst = f64::INFINITY;
-            c.user_rate_per_second = f64::INFINITY;
-            c.host_rate_per_second = f64::INFINITY;
-            c.membership_rate_per_second = f64::INFINITY;
-        })
+        .configure(|c| wshub::bench_support::lift_limits_for_load(c, 25_000))
 }
 
 /// A hub with a token per connection: `tok-0` is user `u0`, `tok-1` user `u1`...

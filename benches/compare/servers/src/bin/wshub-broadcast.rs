@@ -23,21 +23,9 @@ async fn main() -> std::io::Result<()> {
             Namespace::<serde_json::Value>::new("bench")
                 .presence(std::env::var("PRESENCE").as_deref() != Ok("0")),
         )
-        .configure(|c| {
-            // 19,000 connections from 127.0.0.x: one /24 network, 16 hosts.
-            c.max_connections = 25_000;
-            c.max_connections_per_network = 25_000;
-            c.max_connections_per_ip = 25_000;
-            c.max_pending_connections = 4_096;
-            c.max_pending_per_host = 4_096;
-            c.max_pending_per_network = 4_096;
-            // A generator publishes and joins as fast as it can.
-            c.rate_per_second = f64::INFINITY;
-            c.rate_burst = f64::INFINITY;
-            c.user_rate_per_second = f64::INFINITY;
-            c.host_rate_per_second = f64::INFINITY;
-            c.membership_rate_per_second = f64::INFINITY;
-        });
+        // 19,000 connections from 127.0.0.x (one /24 network, 16 hosts) that publish
+        // and join as fast as the generator can.
+        .configure(|c| wshub::bench_support::lift_limits_for_load(c, 25_000));
     let hub = match std::env::var("JWT_SECRET") {
         Ok(secret) => builder.authenticator(JwtAuth::hs256(secret)).build(),
         Err(_) => builder.authenticator(AllowAnonymous::new()).build(),
